@@ -1,0 +1,1 @@
+"""analysis/: understand a run directory (summaries, self-check, and later curves and reports)."""

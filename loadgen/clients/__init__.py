@@ -1,0 +1,1 @@
+"""Clients: how one request is sent and how its response is timed and recorded."""

@@ -1,0 +1,203 @@
+"""The OpenAI-compatible client: /v1/completions and /v1/chat/completions, streamed or not.
+
+Request bodies are encoded before the run (``build_body``), so the event loop only sends
+prepared bytes. While a stream arrives the client only timestamps and keeps each network read;
+parsing happens once the stream has ended (``loadgen.sse``). Nothing is ever retried: every
+attempt is one record, with its cause when it failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from loadgen.records import Record
+from loadgen.sse import parse_stream
+
+ENDPOINTS = {
+    "/v1/completions": "completions",
+    "/v1/chat/completions": "chat",
+}
+# vllm bench serve's --backend names, kept so that its command lines keep working.
+BACKEND_ENDPOINTS = {
+    "openai": "/v1/completions",
+    "vllm": "/v1/completions",
+    "openai-chat": "/v1/chat/completions",
+    "openai-completions": "/v1/completions",
+}
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    base_url: str  # e.g. http://127.0.0.1:8000 (no trailing /v1)
+    model: str
+    endpoint: str = "/v1/completions"
+    stream: bool = True
+    include_usage: bool = True
+    ignore_eos: bool = False
+    api_key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 600.0
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    served_model_name: str | None = None  # the "model" field sent, if it differs from model
+
+    @property
+    def url(self) -> str:
+        return self.base_url.rstrip("/") + self.endpoint
+
+    @property
+    def chat(self) -> bool:
+        return ENDPOINTS.get(self.endpoint) == "chat"
+
+    def request_headers(self) -> dict[str, str]:
+        h = {"Content-Type": "application/json", **self.headers}
+        if self.api_key:
+            h["Authorization"] = f"Bearer {self.api_key}"
+        return h
+
+
+def build_body(cfg: ClientConfig, prompt: str, max_tokens: int) -> bytes:
+    """The JSON body of one request. ``--ignore-eos`` asks for exactly ``max_tokens`` tokens
+    with vLLM's ``ignore_eos`` and ``min_tokens`` (also understood by several other servers)."""
+    body: dict[str, Any] = {"model": cfg.served_model_name or cfg.model}
+    if cfg.chat:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    body["max_tokens"] = int(max_tokens)
+    body["stream"] = cfg.stream
+    if cfg.stream and cfg.include_usage:
+        body["stream_options"] = {"include_usage": True}
+    if cfg.ignore_eos:
+        body["ignore_eos"] = True
+        body["min_tokens"] = int(max_tokens)
+    body.update(cfg.extra_body)
+    return orjson.dumps(body)
+
+
+def _finish_stream(rec: Record, pieces: list[bytes], times: list[float], chat: bool) -> None:
+    res = parse_stream(pieces, times, chat)
+    rec.n_chunks = len(res.token_times)
+    if res.token_times:
+        rec.t_first_token = res.token_times[0]
+        rec.chunk_times = res.token_times
+        if len(res.token_times) > 1:
+            tt = res.token_times
+            rec.max_itl = max(b - a for a, b in zip(tt, tt[1:], strict=False))
+    _set_usage(rec, res.usage, count_chunks=True)
+    if res.error:
+        rec.status, rec.error = "invalid_response", res.error
+    elif not (res.done or res.finish_reason):
+        rec.status = "invalid_response"
+        rec.error = "stream ended without a finish_reason or data: [DONE] (truncated response)"
+    else:
+        rec.status = "ok"
+
+
+def _set_usage(rec: Record, usage: dict | None, count_chunks: bool) -> None:
+    """Token counts: the server's ``usage`` when it sent one, else the number of streamed
+    chunks (output) and the dataset's expected length (input), each with its source."""
+    if usage:
+        if usage.get("completion_tokens") is not None:
+            rec.output_tokens = int(usage["completion_tokens"])
+            rec.output_tokens_source = "usage"
+        if usage.get("prompt_tokens") is not None:
+            rec.input_tokens = int(usage["prompt_tokens"])
+            rec.input_tokens_source = "usage"
+    if rec.output_tokens is None and count_chunks and rec.n_chunks:
+        rec.output_tokens, rec.output_tokens_source = rec.n_chunks, "chunks"
+    if rec.input_tokens is None and rec.expected_input_tokens is not None:
+        rec.input_tokens, rec.input_tokens_source = rec.expected_input_tokens, "dataset"
+
+
+def _finish_json(rec: Record, data: bytes, chat: bool) -> None:
+    try:
+        obj = orjson.loads(data)
+        choice = obj["choices"][0]
+        text = choice["message"].get("content") if chat else choice["text"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as e:
+        rec.status = "invalid_response"
+        rec.error = f"response is not an OpenAI {'chat ' if chat else ''}completion ({type(e).__name__}): {data[:200]!r}"
+        return
+    rec.t_first_token = rec.t_done  # non-streamed: the first token is seen with the last
+    rec.n_chunks = 1 if text else 0
+    rec.status = "ok"
+    _set_usage(rec, obj.get("usage"), count_chunks=False)
+
+
+def _describe(e: BaseException) -> str:
+    s = str(e)
+    return f"{type(e).__name__}: {s}" if s else type(e).__name__
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    cfg: ClientConfig,
+    headers: dict[str, str],
+    body: bytes,
+    rec: Record,
+    t0: float,
+    timeout: aiohttp.ClientTimeout,
+) -> None:
+    """Send one request and fill ``rec`` with its times, status and token counts.
+
+    Every outcome ends in ``rec.status``; CancelledError is recorded as ``cancelled`` and
+    re-raised. Times are ``time.perf_counter() - t0``.
+    """
+    clock = time.perf_counter
+    chat = cfg.chat
+    rec.t_sent = clock() - t0
+    try:
+        async with session.post(cfg.url, data=body, headers=headers, timeout=timeout) as resp:
+            rec.t_first_byte = clock() - t0
+            rec.http_status = resp.status
+            if resp.status >= 300:
+                data = await resp.read()
+                rec.t_done = clock() - t0
+                rec.response_bytes = len(data)
+                rec.status = "http_error"
+                retry = resp.headers.get("Retry-After")
+                rec.error = f"HTTP {resp.status}{f' (Retry-After: {retry})' if retry else ''}: " + data[:300].decode("utf-8", "replace")
+                return
+            if cfg.stream:
+                pieces: list[bytes] = []
+                times: list[float] = []
+                append_p, append_t = pieces.append, times.append
+                async for piece in resp.content.iter_any():
+                    append_t(clock() - t0)
+                    append_p(piece)
+                rec.t_done = clock() - t0
+                rec.response_bytes = sum(map(len, pieces))
+                _finish_stream(rec, pieces, times, chat)
+            else:
+                data = await resp.read()
+                rec.t_done = clock() - t0
+                rec.response_bytes = len(data)
+                _finish_json(rec, data, chat)
+    except asyncio.CancelledError:
+        rec.t_done = clock() - t0
+        rec.status, rec.error = "cancelled", "cancelled by the generator"
+        raise
+    except TimeoutError as e:
+        rec.t_done = clock() - t0
+        rec.status, rec.error = "timeout", f"no complete response within {cfg.timeout_s:g} s ({_describe(e)})"
+    except aiohttp.ClientConnectorError as e:
+        rec.t_done = clock() - t0
+        rec.status, rec.error = "connect_error", _describe(e)
+    except aiohttp.ServerDisconnectedError as e:
+        rec.t_done = clock() - t0
+        rec.status = "disconnected"
+        before = " before answering (possibly a stale keep-alive connection)" if rec.http_status is None else " mid-response"
+        rec.error = f"server closed the connection{before}: {_describe(e)}"
+    except (aiohttp.ClientPayloadError, aiohttp.ClientOSError, ConnectionError) as e:
+        rec.t_done = clock() - t0
+        rec.status = "disconnected" if rec.http_status is not None else "connect_error"
+        rec.error = _describe(e)
+    except aiohttp.ClientError as e:
+        rec.t_done = clock() - t0
+        rec.status, rec.error = "invalid_response", _describe(e)

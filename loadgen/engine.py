@@ -1,0 +1,220 @@
+"""The open-loop engine: replay a workload's schedule against one endpoint and record everything.
+
+For request i the engine starts a task at t0 + t_intended[i] (monotonic clock) whether or not
+earlier requests have finished; it never waits for the server before sending (open loop). With
+``max_concurrency`` set, each task first waits for one of N slots (closed loop, clearly
+labelled); that wait is recorded as ``slot_wait`` and never hidden.
+
+Alongside the requests the engine measures itself: event-loop lag (how late a 10 ms timer
+fires), process CPU time, and a per-second time series of intended/sent/done/in-flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import numpy as np
+
+from arrivals.workload import Workload
+from loadgen.clients.openai import ClientConfig, build_body, send
+from loadgen.pacer import releases
+from loadgen.records import Record, RecordWriter
+
+LOOP_PROBE_S = 0.010
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    max_concurrency: int | None = None
+    connection_limit: int = 0  # 0: no limit on simultaneous connections
+    read_bufsize: int = 1 << 20  # aiohttp read buffer: long contexts come in large chunks
+    worker: int = 0
+    spin_s: float = 0.0005  # see loadgen/pacer.py: precision vs CPU
+    sample_interval_s: float = 1.0
+
+
+@dataclass
+class Counters:
+    started: int = 0
+    sent: int = 0
+    done: int = 0
+    failed: int = 0
+    in_flight: int = 0
+
+
+@dataclass
+class EngineResult:
+    t0: float  # perf_counter at t0
+    t0_unix: float  # wall clock at t0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    interrupted: bool = False
+    counters: Counters = field(default_factory=Counters)
+    loop_lag_s: np.ndarray = field(default_factory=lambda: np.empty(0))
+    timeseries: list[tuple] = field(default_factory=list)
+
+
+TIMESERIES_COLUMNS = ("t", "intended", "started", "sent", "done", "failed", "in_flight",
+                      "loop_lag_max_ms", "cpu_s")
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def prepare_bodies(workload: Workload, cfg: ClientConfig) -> list[bytes]:
+    """Every request body, JSON-encoded before t0 so the event loop only sends bytes."""
+    outs = workload.output_tokens.tolist()
+    return [build_body(cfg, p, o) for p, o in zip(workload.prompts, outs, strict=True)]
+
+
+def make_session(opts: EngineOptions, timeout_s: float) -> aiohttp.ClientSession:
+    """One keep-alive connection pool, unlimited unless asked, large read buffers."""
+    connector = aiohttp.TCPConnector(
+        limit=opts.connection_limit,
+        limit_per_host=0,
+        ttl_dns_cache=None,
+        family=socket.AF_UNSPEC,
+        enable_cleanup_closed=False,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        read_bufsize=opts.read_bufsize,
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        auto_decompress=True,
+        trust_env=False,
+    )
+
+
+async def run_engine(
+    workload: Workload,
+    cfg: ClientConfig,
+    writer: RecordWriter,
+    opts: EngineOptions = EngineOptions(),
+    *,
+    bodies: list[bytes] | None = None,
+    on_progress: Callable[[EngineResult, float], None] | None = None,
+    start_delay_s: float = 0.05,
+) -> EngineResult:
+    """Send every request of ``workload`` at its intended time; return when all are recorded.
+
+    Cancelling this coroutine (Ctrl-C) cancels the in-flight requests, records them as
+    ``cancelled`` and returns with ``interrupted=True``; requests not yet due are not sent.
+    """
+    loop = asyncio.get_running_loop()
+    clock = time.perf_counter
+    bodies = bodies if bodies is not None else prepare_bodies(workload, cfg)
+    headers = cfg.request_headers()
+    timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
+    t_int = np.ascontiguousarray(workload.t_intended, dtype=np.float64)
+    t_int_list = t_int.tolist()
+    exp_in = workload.input_tokens.tolist()
+    exp_out = workload.output_tokens.tolist()
+    item_ids = workload.item_ids
+    dataset = workload.dataset
+    sem = asyncio.Semaphore(opts.max_concurrency) if opts.max_concurrency else None
+    c = Counters()
+    tasks: set[asyncio.Task] = set()
+    lags: list[float] = []
+    ts_rows: list[tuple] = []
+
+    async with make_session(opts, cfg.timeout_s) as session:
+        t0 = clock() + start_delay_s
+        res = EngineResult(t0=t0, t0_unix=time.time() + start_delay_s, counters=c)
+        cpu0 = _cpu()
+
+        async def one(k: int) -> None:
+            rec = Record(
+                request_id=k,
+                worker=opts.worker,
+                t_intended=t_int_list[k],
+                expected_input_tokens=exp_in[k],
+                expected_output_tokens=exp_out[k],
+                dataset=dataset,
+                item_id=item_ids[k] if item_ids is not None else None,
+            )
+            c.started += 1
+            c.in_flight += 1
+            try:
+                if sem is not None:
+                    t_a = clock()
+                    try:
+                        await sem.acquire()
+                    except asyncio.CancelledError:
+                        rec.slot_wait = clock() - t_a
+                        rec.error = "cancelled while waiting for a concurrency slot (never sent)"
+                        raise
+                    rec.slot_wait = clock() - t_a
+                    try:
+                        c.sent += 1
+                        await send(session, cfg, headers, bodies[k], rec, t0, timeout)
+                    finally:
+                        sem.release()
+                else:
+                    c.sent += 1
+                    await send(session, cfg, headers, bodies[k], rec, t0, timeout)
+            finally:
+                c.in_flight -= 1
+                c.done += 1
+                if rec.status != "ok":
+                    c.failed += 1
+                writer.add(rec)
+
+        async def probe_loop() -> None:
+            while True:
+                # perf_counter, not loop.time(): uvloop's loop clock has 1 ms resolution
+                target = clock() + LOOP_PROBE_S
+                await asyncio.sleep(LOOP_PROBE_S)
+                lags.append(clock() - target)
+
+        async def sample() -> None:
+            last_cpu, last_lag_i = cpu0, 0
+            while True:
+                await asyncio.sleep(opts.sample_interval_s)
+                now = clock() - t0
+                cpu = _cpu()
+                window = lags[last_lag_i:]
+                last_lag_i = len(lags)
+                intended = int(np.searchsorted(t_int, now, side="right"))
+                ts_rows.append((now, intended, c.started, c.sent, c.done, c.failed, c.in_flight,
+                                max(window) * 1e3 if window else float("nan"), cpu - last_cpu))
+                last_cpu = cpu
+                writer.flush()
+                if on_progress is not None:
+                    on_progress(res, now)
+
+        helpers = [loop.create_task(probe_loop()), loop.create_task(sample())]
+        create_task = loop.create_task
+        discard = tasks.discard
+        try:
+            async for i, j in releases(t_int, t0, clock=clock, spin_s=opts.spin_s):
+                for k in range(i, j):
+                    task = create_task(one(k))
+                    tasks.add(task)
+                    task.add_done_callback(discard)
+            while tasks:
+                await asyncio.wait(set(tasks))
+        except asyncio.CancelledError:
+            res.interrupted = True
+            for task in list(tasks):
+                task.cancel()
+            if tasks:
+                await asyncio.wait(set(tasks))
+        finally:
+            for h in helpers:
+                h.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            res.wall_s = clock() - t0
+            res.cpu_s = _cpu() - cpu0
+            res.loop_lag_s = np.asarray(lags)
+            res.timeseries = ts_rows
+            if on_progress is not None:
+                on_progress(res, res.wall_s)
+    return res

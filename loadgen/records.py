@@ -1,0 +1,152 @@
+"""Per-request records: the schema of requests.parquet and a writer that streams them to disk.
+
+The schema is a contract (docs/schema.md, versioned by ``SCHEMA_VERSION``). Times are seconds
+(float64) from the run's t0 on the monotonic clock; NaN where an event did not happen
+(e.g. ``t_first_token`` of a request that failed before any token).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = "1.0"
+
+STATUSES = (
+    "ok",  # complete, well-formed response
+    "http_error",  # server answered with a non-2xx status
+    "timeout",  # the per-request timeout expired
+    "connect_error",  # could not connect / send the request
+    "disconnected",  # connection lost after the request was sent (reset, server died)
+    "cancelled",  # cancelled by the generator (Ctrl-C/SIGTERM or run deadline)
+    "invalid_response",  # 2xx but the body could not be understood (malformed SSE/JSON)
+)
+TOKEN_SOURCES = ("usage", "tokenizer", "dataset", "chunks", "none")
+
+NAN = float("nan")
+
+SCHEMA = pa.schema(
+    [
+        ("request_id", pa.int64()),
+        ("worker", pa.int32()),
+        ("t_intended", pa.float64()),
+        ("t_sent", pa.float64()),
+        ("slot_wait", pa.float64()),
+        ("t_first_byte", pa.float64()),
+        ("t_first_token", pa.float64()),
+        ("t_done", pa.float64()),
+        ("status", pa.string()),
+        ("http_status", pa.int32()),
+        ("error", pa.string()),
+        ("input_tokens", pa.int64()),
+        ("input_tokens_source", pa.string()),
+        ("output_tokens", pa.int64()),
+        ("output_tokens_source", pa.string()),
+        ("n_chunks", pa.int32()),
+        ("chunk_times", pa.list_(pa.float64())),
+        ("max_itl", pa.float64()),
+        ("response_bytes", pa.int64()),
+        ("expected_input_tokens", pa.int64()),
+        ("expected_output_tokens", pa.int64()),
+        ("dataset", pa.string()),
+        ("item_id", pa.string()),
+    ],
+    metadata={b"llm_loadgen_schema_version": SCHEMA_VERSION.encode()},
+)
+COLUMNS = tuple(SCHEMA.names)
+
+
+@dataclass(slots=True)
+class Record:
+    """One request's outcome. Filled in by the client as events happen."""
+
+    request_id: int
+    worker: int = 0
+    t_intended: float = NAN
+    t_sent: float = NAN
+    slot_wait: float = 0.0
+    t_first_byte: float = NAN
+    t_first_token: float = NAN
+    t_done: float = NAN
+    status: str = "cancelled"
+    http_status: int | None = None
+    error: str | None = None
+    input_tokens: int | None = None
+    input_tokens_source: str = "none"
+    output_tokens: int | None = None
+    output_tokens_source: str = "none"
+    n_chunks: int = 0
+    chunk_times: list[float] | None = field(default=None)
+    max_itl: float = NAN
+    response_bytes: int = 0
+    expected_input_tokens: int | None = None
+    expected_output_tokens: int | None = None
+    dataset: str | None = None
+    item_id: str | None = None
+
+    def row(self) -> tuple:
+        return tuple(getattr(self, c) for c in COLUMNS)
+
+
+def rows_to_table(rows: Iterable[tuple]) -> pa.Table:
+    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in COLUMNS]
+    arrays = [pa.array(list(c), type=SCHEMA.field(i).type) for i, c in enumerate(cols)]
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+class RecordWriter:
+    """Streams records to a Parquet file, one row group per flush, off the event loop.
+
+    ``add`` is cheap (appends a tuple). ``flush`` hands the pending rows to a single background
+    thread that converts and writes them, so the event loop never waits on disk or on Arrow.
+    ``close`` writes what is left and the Parquet footer; until then the file is incomplete,
+    so the run's manifest says whether the run finished (see engine).
+    """
+
+    def __init__(self, path: Path, flush_rows: int = 2000, keep_chunk_times: bool = True) -> None:
+        self.path = Path(path)
+        self.flush_rows = flush_rows
+        self.keep_chunk_times = keep_chunk_times
+        self._pending: list[tuple] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="records")
+        self._writer = pq.ParquetWriter(self.path, SCHEMA, compression="zstd")
+        self._futures: list[Future] = []
+        self._lock = threading.Lock()
+        self.n_written = 0
+        self.closed = False
+
+    def add(self, rec: Record) -> None:
+        if not self.keep_chunk_times:
+            rec.chunk_times = None
+        self._pending.append(rec.row())
+        if len(self._pending) >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending or self.closed:
+            return
+        rows, self._pending = self._pending, []
+        self._futures = [f for f in self._futures if not f.done()]
+        self._futures.append(self._pool.submit(self._write, rows))
+
+    def _write(self, rows: list[tuple]) -> None:
+        table = rows_to_table(rows)
+        with self._lock:
+            self._writer.write_table(table)
+            self.n_written += len(rows)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.flush()
+        self._pool.shutdown(wait=True)
+        for f in self._futures:
+            f.result()  # re-raise a write error here rather than losing it
+        self._writer.close()
+        self.closed = True

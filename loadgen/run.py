@@ -1,0 +1,208 @@
+"""One benchmark run, end to end: preflight, run directory, engine, records, summary.
+
+Run directory layout (docs/schema.md):
+  manifest.json       configuration, seeds, tool version/commit, environment, server info,
+                      status (running -> complete | partial | failed)
+  requests.parquet    one row per request (loadgen.records.SCHEMA), streamed during the run
+  timeseries.parquet  once a second: intended/started/sent/done/failed/in-flight, loop lag, CPU
+  summary.json        analysis.summary.summarize() of the above
+  summary.txt         the table printed at the end
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis.histograms import describe_ms
+from analysis.load import load_run
+from analysis.summary import summarize
+from analysis.table import render_summary
+from arrivals.workload import Workload
+from loadgen.clients.openai import ClientConfig
+from loadgen.engine import TIMESERIES_COLUMNS, EngineOptions, prepare_bodies, run_engine
+from loadgen.manifest import basic_environment, redact_headers, tool_info, write_json_atomic
+from loadgen.preflight import preflight
+from loadgen.progress import Progress
+from loadgen.records import SCHEMA_VERSION, RecordWriter
+
+EXIT_VALID, EXIT_ERROR, EXIT_USAGE, EXIT_INVALID = 0, 1, 2, 3
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    client: ClientConfig
+    workload: Workload
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    result_dir: Path = Path("results")
+    run_name: str | None = None
+    max_send_lag_ms: float = 5.0
+    keep_chunk_times: bool = True
+    do_preflight: bool = True
+    progress: bool = True
+    quiet: bool = False
+    argv: list[str] = field(default_factory=list)
+    extra_manifest: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    exit_code: int
+    text: str
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def default_run_name(spec: RunSpec) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    rate = spec.workload.description.get("request_rate", "plan")
+    model = (spec.client.served_model_name or spec.client.model).replace("/", "_")
+    return f"{stamp}-{model}-rate{rate}"
+
+
+def _client_manifest(c: ClientConfig) -> dict[str, Any]:
+    d = asdict(c)
+    d["api_key"] = "<redacted>" if c.api_key else None
+    d["headers"] = redact_headers(c.headers)
+    d["url"] = c.url
+    return d
+
+
+def new_manifest(spec: RunSpec, run_dir: Path, server: dict[str, Any]) -> dict[str, Any]:
+    wl = spec.workload
+    return _json_safe({
+        "schema_version": SCHEMA_VERSION,
+        "kind": "llm-loadgen run",
+        "status": "running",
+        "interrupted_by": None,
+        "run_dir": str(run_dir),
+        "created_utc": datetime.now(UTC).isoformat(),
+        "command": spec.argv,
+        "tool": tool_info(),
+        "config": {
+            "client": _client_manifest(spec.client),
+            "engine": asdict(spec.engine),
+            "max_concurrency": spec.engine.max_concurrency,
+            "max_send_lag_ms": spec.max_send_lag_ms,
+            "keep_chunk_times": spec.keep_chunk_times,
+            "preflight": spec.do_preflight,
+        },
+        "workload": {**wl.description, "num_requests": len(wl), "dataset": wl.dataset,
+                     "intended_duration_s": wl.duration},
+        "seeds": {"workload": wl.description.get("seed")},
+        "server": server,
+        "environment": basic_environment(),
+        "clock": {"source": "time.perf_counter (CLOCK_MONOTONIC)", "t0_unix": None},
+        **spec.extra_manifest,
+    })
+
+
+async def _run_async(spec: RunSpec, run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    bodies = prepare_bodies(spec.workload, spec.client)
+    writer = RecordWriter(run_dir / "requests.parquet", keep_chunk_times=spec.keep_chunk_times)
+    progress = Progress(len(spec.workload), spec.workload.duration,
+                        enabled=spec.progress and not spec.quiet)
+    task = loop.create_task(run_engine(spec.workload, spec.client, writer, spec.engine,
+                                       bodies=bodies, on_progress=progress))
+    interrupted: list[str] = []
+
+    def on_signal(name: str) -> None:
+        if interrupted:
+            print(f"\n{name} again: already stopping, flushing records...", file=sys.stderr)
+            return
+        interrupted.append(name)
+        print(f"\n{name}: cancelling in-flight requests and saving the partial run...", file=sys.stderr)
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        res = await task
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        writer.close()
+        progress.close()
+    ts = pa.Table.from_arrays(
+        [pa.array([r[i] for r in res.timeseries], type=pa.float64()) for i in range(len(TIMESERIES_COLUMNS))],
+        names=list(TIMESERIES_COLUMNS),
+    )
+    pq.write_table(ts, run_dir / "timeseries.parquet")
+    lag = describe_ms(res.loop_lag_s)
+    lag.pop("hdr", None)
+    manifest["status"] = "partial" if (res.interrupted or interrupted) else "complete"
+    manifest["interrupted_by"] = interrupted[0] if interrupted else None
+    manifest["clock"]["t0_unix"] = res.t0_unix
+    manifest["clock"]["t0_utc"] = datetime.fromtimestamp(res.t0_unix, UTC).isoformat()
+    manifest["generator"] = {
+        "wall_s": res.wall_s,
+        "cpu_s": res.cpu_s,
+        "event_loop_lag_ms": {**lag, "probe_interval_ms": 10.0},
+        "requests_started": res.counters.started,
+        "requests_recorded": writer.n_written,
+    }
+    return manifest
+
+
+def execute(spec: RunSpec) -> RunResult:
+    """Run the benchmark described by ``spec`` and write its run directory."""
+    import uvloop  # imported here: only the process that runs the engine needs it
+
+    server: dict[str, Any] = {}
+    if spec.do_preflight:
+        server = uvloop.run(preflight(spec.client))
+    run_dir = Path(spec.result_dir) / (spec.run_name or default_run_name(spec))
+    run_dir.mkdir(parents=True, exist_ok=False)
+    manifest = new_manifest(spec, run_dir, server)
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    try:
+        manifest = uvloop.run(_run_async(spec, run_dir, manifest))
+    except BaseException as e:
+        manifest["status"] = "failed"
+        manifest["failure"] = f"{type(e).__name__}: {e}"
+        write_json_atomic(run_dir / "manifest.json", manifest)
+        raise
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    return finish(run_dir)
+
+
+def finish(run_dir: Path) -> RunResult:
+    """Summarise a run directory (again): write summary.json/summary.txt, pick the exit code."""
+    run = load_run(run_dir)
+    s = summarize(run)
+    write_json_atomic(run_dir / "summary.json", s)
+    text = render_summary(s)
+    (run_dir / "summary.txt").write_text(text + "\n")
+    v = s["validity"]["verdict"]
+    if v == "VALID":
+        code = EXIT_VALID
+    elif v == "PARTIAL":
+        code = EXIT_SIGNAL.get(run.manifest.get("interrupted_by") or "", 130)
+    else:
+        code = EXIT_INVALID
+    return RunResult(run_dir=run_dir, summary=s, exit_code=code, text=text)
+
+

@@ -1,0 +1,121 @@
+"""Command line of the sim server: ``python -m servers.sim`` (and ``loadgen serve sim``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from servers.sim.config import FAULT_KINDS, SimConfig
+from servers.sim.model import SimCosts
+
+_DEFAULTS = SimConfig()
+_COSTS = SimCosts()
+
+DESCRIPTION = """\
+Simulated OpenAI-compatible LLM server with a deterministic performance model.
+A continuous-batching engine runs iterations back to back; in each, every running sequence
+emits one token, and newly admitted requests are prefilled (their first token comes at its
+end). One iteration takes
+    step = step_base + step_per_seq * B + prefill_per_token * P
+with B the sequences running and P the prompt tokens admitted in it. Alone on an idle server,
+a request of I prompt words and O output tokens sees
+    TTFT = step_base + step_per_seq + prefill_per_token * I,
+    ITL  = step_base + step_per_seq,   E2E = TTFT + (O - 1) * ITL.
+Tokens are whitespace-separated words (prompt and output alike)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the sim server's flags to ``parser`` (the loadgen CLI reuses this)."""
+    net = parser.add_argument_group("server")
+    net.add_argument("--host", default=_DEFAULTS.host,
+                     help="address to listen on (default %(default)s)")
+    net.add_argument("--port", type=int, default=_DEFAULTS.port,
+                     help="TCP port; 0 picks a free one, printed at start (default %(default)s)")
+    net.add_argument("--model", default=_DEFAULTS.model,
+                     help="served model name; requests naming another get HTTP 404 "
+                          "(default %(default)s)")
+    engine = parser.add_argument_group("performance model")
+    engine.add_argument("--max-batch-size", type=int, default=_DEFAULTS.max_batch,
+                        help="most sequences running at once; later requests wait in a FIFO "
+                             "queue (default %(default)s)")
+    engine.add_argument("--step-base-ms", type=float, default=_COSTS.step_base * 1e3,
+                        help="fixed cost of one engine iteration, ms (default %(default)s)")
+    engine.add_argument("--step-per-seq-ms", type=float, default=_COSTS.step_per_seq * 1e3,
+                        help="added to an iteration per running sequence, ms "
+                             "(default %(default)s)")
+    engine.add_argument("--prefill-per-token-ms", type=float,
+                        default=_COSTS.prefill_per_token * 1e3,
+                        help="added to an iteration per prompt token prefilled in it, ms "
+                             "(default %(default)s)")
+    engine.add_argument("--seed", type=int, default=_DEFAULTS.seed,
+                        help="seeds output text, early stops and fault choices; the same seed "
+                             "and arrival order give the same responses (default %(default)s)")
+    engine.add_argument("--eos-prob", type=float, default=_DEFAULTS.eos_prob,
+                        help="probability of stopping after each token (finish_reason 'stop') "
+                             "unless ignore_eos or fewer than min_tokens; 0 = always "
+                             "max_tokens (default %(default)s)")
+    faults = parser.add_argument_group("fault injection (off by default)")
+    faults.add_argument("--fault-rate", type=float, default=_DEFAULTS.fault_rate,
+                        help="fraction of requests, chosen from the seed, that get "
+                             "--fault-kind (default %(default)s)")
+    faults.add_argument("--fault-kind", choices=FAULT_KINDS, default=_DEFAULTS.fault_kind,
+                        help="http500: HTTP 500; http429: HTTP 429 with Retry-After: 1; "
+                             "malformed: a few tokens then a non-JSON data line; reset: a few "
+                             "tokens then a TCP reset; stall: a few tokens then silence for "
+                             "--fault-stall-s (default %(default)s)")
+    faults.add_argument("--fault-stall-s", type=float, default=_DEFAULTS.fault_stall_s,
+                        help="length of a stall fault, seconds (default %(default)s)")
+
+
+def config_from_args(ns: argparse.Namespace) -> SimConfig:
+    """The SimConfig described by parsed flags; ValueError names a bad flag's field."""
+    costs = SimCosts(
+        step_base=ns.step_base_ms / 1e3,
+        step_per_seq=ns.step_per_seq_ms / 1e3,
+        prefill_per_token=ns.prefill_per_token_ms / 1e3,
+    )
+    return SimConfig(
+        host=ns.host,
+        port=ns.port,
+        model=ns.model,
+        max_batch=ns.max_batch_size,
+        costs=costs,
+        seed=ns.seed,
+        eos_prob=ns.eos_prob,
+        fault_rate=ns.fault_rate,
+        fault_kind=ns.fault_kind,
+        fault_stall_s=ns.fault_stall_s,
+    )
+
+
+def run(config: SimConfig) -> int:
+    """Serve ``config`` on uvloop until SIGINT/SIGTERM; print the listening line; return 0."""
+    import uvloop
+
+    from servers.sim.app import RunningServer, serve
+
+    def ready(server: RunningServer) -> None:
+        print(f"sim server listening on {server.url} (model {config.model})", flush=True)
+
+    uvloop.run(serve(config, on_ready=ready))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m servers.sim [flags]``: parse flags, run the server, exit 0 on a signal."""
+    parser = argparse.ArgumentParser(
+        prog="python -m servers.sim", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    ns = parser.parse_args(argv)
+    try:
+        config = config_from_args(ns)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        return run(config)
+    except OSError as exc:  # e.g. the port is taken
+        print(f"sim server: cannot listen on {config.host}:{config.port}: {exc}",
+              file=sys.stderr)
+        return 1

@@ -1,0 +1,71 @@
+"""The SSE stream parser: token events, their times, usage and end-of-stream markers."""
+
+import orjson
+
+from loadgen.sse import parse_stream
+
+
+def _ev(obj) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _tok(text, finish=None):
+    return _ev({"choices": [{"index": 0, "text": text, "finish_reason": finish}]})
+
+
+def test_each_token_event_is_timed_by_the_read_that_completed_it():
+    pieces = [_tok(" a"), _tok(" b")[:10], _tok(" b")[10:] + _tok(" c", "length"), b"data: [DONE]\n\n"]
+    r = parse_stream(pieces, [1.0, 2.0, 3.0, 4.0], chat=False)
+    assert r.token_times == [1.0, 3.0, 3.0]
+    assert r.finish_reason == "length" and r.done and r.error is None
+
+
+def test_usage_chunk_with_empty_choices_is_kept():
+    usage = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+    pieces = [_tok(" a"), _tok(" b", "length"), _ev({"choices": [], "usage": usage}), b"data: [DONE]\n\n"]
+    r = parse_stream(pieces, [1, 2, 3, 4], chat=False)
+    assert r.usage == usage and len(r.token_times) == 2
+
+
+def test_chat_role_only_first_delta_is_not_a_token():
+    role = _ev({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+    tok = _ev({"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]})
+    r = parse_stream([role, tok, b"data: [DONE]\n\n"], [1, 2, 3], chat=True)
+    assert r.token_times == [2]
+    assert r.finish_reason == "stop"
+
+
+def test_reasoning_content_counts_as_output():
+    tok = _ev({"choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]})
+    r = parse_stream([tok], [5.0], chat=True)
+    assert r.token_times == [5.0]
+
+
+def test_crlf_framing_comments_and_multiline_data():
+    body = (b": keep-alive comment\r\n\r\n"
+            b"event: message\r\ndata: {\"choices\":[{\"text\":\"x\",\r\n"
+            b"data: \"finish_reason\":null}]}\r\n\r\n"
+            b"data: [DONE]\r\n\r\n")
+    r = parse_stream([body], [1.0], chat=False)
+    assert r.error is None and r.token_times == [1.0] and r.done
+
+
+def test_malformed_json_is_an_error_naming_the_data():
+    r = parse_stream([_tok(" a"), b"data: {not json\n\n"], [1, 2], chat=False)
+    assert r.error is not None and "malformed" in r.error and "{not json" in r.error
+    assert r.token_times == [1]
+
+
+def test_error_event_mid_stream_is_reported():
+    r = parse_stream([_tok(" a"), _ev({"error": {"message": "engine died"}})], [1, 2], chat=False)
+    assert r.error == "server sent an error event: engine died"
+
+
+def test_final_event_without_trailing_blank_line_is_parsed():
+    r = parse_stream([_tok(" a") + b"data: [DONE]"], [1.0], chat=False)
+    assert r.done and r.token_times == [1.0]
+
+
+def test_truncated_stream_has_neither_done_nor_finish_reason():
+    r = parse_stream([_tok(" a"), _tok(" b")], [1, 2], chat=False)
+    assert not r.done and r.finish_reason is None and r.error is None
