@@ -108,6 +108,36 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
     return {k: ("<redacted>" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
 
 
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line with the values of --api-key and of credential headers replaced."""
+    out: list[str] = []
+    redact_next = False
+    for a in argv:
+        if redact_next:
+            out.append(_redact_header_arg(a) if redact_next == "header" else "<redacted>")
+            redact_next = False
+            continue
+        if a == "--api-key":
+            redact_next = True
+        elif a == "--header":
+            redact_next = "header"  # type: ignore[assignment]
+        elif a.startswith("--api-key="):
+            a = "--api-key=<redacted>"
+        elif a.startswith("--header="):
+            a = "--header=" + _redact_header_arg(a[len("--header="):])
+        out.append(a)
+    return out
+
+
+def _redact_header_arg(h: str) -> str:
+    for sep in ("=", ":"):
+        if sep in h:
+            k = h.split(sep, 1)[0]
+            if k.strip().lower() in SECRET_HEADERS:
+                return f"{k}{sep}<redacted>"
+    return h
+
+
 def tool_info() -> dict[str, Any]:
     return {"name": "llm-loadgen", "version": loadgen.__version__, "git": git_commit()}
 

@@ -30,7 +30,13 @@ from analysis.table import render_summary
 from arrivals.workload import Workload
 from loadgen.clients.openai import ClientConfig
 from loadgen.engine import TIMESERIES_COLUMNS, EngineOptions, prepare_bodies, run_engine
-from loadgen.manifest import basic_environment, redact_headers, tool_info, write_json_atomic
+from loadgen.manifest import (
+    basic_environment,
+    redact_argv,
+    redact_headers,
+    tool_info,
+    write_json_atomic,
+)
 from loadgen.preflight import preflight
 from loadgen.progress import Progress
 from loadgen.records import SCHEMA_VERSION, RecordWriter
@@ -99,7 +105,7 @@ def new_manifest(spec: RunSpec, run_dir: Path, server: dict[str, Any]) -> dict[s
         "interrupted_by": None,
         "run_dir": str(run_dir),
         "created_utc": datetime.now(UTC).isoformat(),
-        "command": spec.argv,
+        "command": redact_argv(spec.argv),
         "tool": tool_info(),
         "config": {
             "client": _client_manifest(spec.client),

@@ -135,6 +135,9 @@ class Engine:
         self.requests_aborted_total = 0
         self.steps_total = 0
         self.resyncs_total = 0
+        self.wake_late_s_total = 0.0
+        """Sum over iterations of (actual wake-up - scheduled end): the emission error."""
+        self.wake_late_s_max = 0.0
 
     # -- gauges -------------------------------------------------------------------------
     @property
@@ -235,6 +238,10 @@ class Engine:
             await sleeper.sleep_until(t_end)
             if self._paused_until > t_end:  # a pause came during the iteration: hold it
                 t_end = await self._hold(sleeper)
+            late = clock() - t_end
+            self.wake_late_s_total += late
+            if late > self.wake_late_s_max:
+                self.wake_late_s_max = late
             self.steps_total += 1
             self._emit(t_end)
             t_prev_end = t_end

@@ -30,6 +30,8 @@ class SimCollector(Collector):
         gauges = (
             ("sim:num_requests_running", "Sequences in the running batch.", e.num_running),
             ("sim:num_requests_waiting", "Requests waiting for a batch slot.", e.num_waiting),
+            ("sim:engine_wake_late_max_seconds", "Largest delay of an iteration's token "
+             "emission after its scheduled end.", e.wake_late_s_max),
         )
         for name, doc, value in gauges:
             g = GaugeMetricFamily(name, doc, labels=labels)
@@ -46,6 +48,9 @@ class SimCollector(Collector):
             ("sim:engine_resyncs", "Times the engine fell behind its schedule by more than "
              "MAX_LAG_S and re-anchored it (the timing model was not honoured).",
              e.resyncs_total),
+            ("sim:engine_wake_late_seconds", "Sum over iterations of the delay of token "
+             "emission after the scheduled end (divide by engine_steps for the mean).",
+             e.wake_late_s_total),
         )
         for name, doc, value in counters:
             c = CounterMetricFamily(name, doc, labels=labels)
