@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import orjson
 import pytest
@@ -139,3 +138,21 @@ def test_help_explains_the_flags():
     assert "CLOSED LOOP" in p.stdout
 
 
+
+
+@pytest.mark.e2e
+def test_sigterm_also_saves_a_partial_run(start_sim, tmp_path):
+    srv = start_sim("--step-base-ms", "5")
+    proc = subprocess.Popen(
+        [*LOADGEN, "run", "--base-url", srv.base_url, "--model", "sim-llm", "--request-rate", "20",
+         "--num-prompts", "400", "--random-input-len", "10", "--random-output-len", "60",
+         "--result-dir", str(tmp_path), "--run-name", "term", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 143
+    m = orjson.loads((tmp_path / "term" / "manifest.json").read_bytes())
+    assert m["status"] == "partial" and m["interrupted_by"] == "SIGTERM"
+    assert (tmp_path / "term" / "summary.json").exists()

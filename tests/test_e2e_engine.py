@@ -158,3 +158,17 @@ def test_preflight_reports_an_unreachable_server(tmp_path):
     wl = synthetic_workload(num_requests=2, request_rate=1.0, seed=0)
     with pytest.raises(PreflightError, match="cannot connect to http://127.0.0.1:9"):
         execute(_spec("http://127.0.0.1:9", wl, tmp_path, "x"))
+
+
+def test_a_stream_that_stalls_past_the_timeout_is_recorded_as_timeout(start_sim, tmp_path):
+    srv = start_sim("--fault-rate", "0.5", "--fault-kind", "stall", "--fault-stall-s", "30",
+                    "--step-base-ms", "2")
+    wl = synthetic_workload(num_requests=10, request_rate=20.0, input_len=10, output_len=20, seed=7)
+    spec = _spec(srv.base_url, wl, tmp_path, "to")
+    spec = RunSpec(**{**spec.__dict__, "client": ClientConfig(**{**spec.client.__dict__, "timeout_s": 1.0})})
+    t = time.monotonic()
+    res = execute(spec)
+    assert time.monotonic() - t < 10  # bounded by the 1 s timeout, not the 30 s stall
+    by = res.summary["counts"]["by_status"]
+    assert by.get("timeout", 0) >= 2 and by.get("ok", 0) >= 2 and sum(by.values()) == 10
+    assert "no complete response within 1 s" in res.summary["errors"]["examples"]["timeout"]

@@ -73,7 +73,7 @@ def test_tokenizer_counts_whitespace_separated_words() -> None:
 
 
 def test_generated_text_counts_one_token_per_token() -> None:
-    assert all(count_prompt_tokens(t) == 1 and t == " " + w for t, w in zip(WORD_TEXT, VOCAB))
+    assert all(count_prompt_tokens(t) == 1 and t == " " + w for t, w in zip(WORD_TEXT, VOCAB, strict=True))
     assert count_prompt_tokens(TokenStream(0, 0).text(1000)) == 1000
 
 

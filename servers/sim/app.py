@@ -132,43 +132,47 @@ async def _stream(request: web.Request, state: SimState, req: GenerationRequest,
                 # The fault takes the place of token number fault_at (0-based).
                 upto = min(end, fault_at)
                 if fault != "stall":
-                    await _write_tokens(resp, enc, seq, sent, upto, None, sent == 0)
+                    if upto > sent:
+                        await resp.write(_encode_tokens(enc, seq, sent, upto, None, sent == 0))
                     return await _break_stream(request, resp, fault)
                 last = finish if upto == end else None  # it stopped early: say so first
-                await _write_tokens(resp, enc, seq, sent, upto, last, sent == 0)
+                if upto > sent:
+                    await resp.write(_encode_tokens(enc, seq, sent, upto, last, sent == 0))
                 sent = upto
                 await asyncio.sleep(state.config.fault_stall_s)
                 fault_at = None
                 continue
-            if end > sent or finish is not None:
-                if finish == "abort":  # server shutting down
-                    await resp.write_eof()
-                    return resp
-                await _write_tokens(resp, enc, seq, sent, end, finish, sent == 0)
-                sent = end
-                if finish is not None:
-                    tail = [DONE_EVENT]
-                    if req.include_usage:
-                        tail.insert(0, enc.usage(req.prompt_tokens, end, seq.timings()))
-                    await resp.write(b"".join(tail))
-                    await resp.write_eof()
-                    return resp
-            await seq.wait()
+            if finish is None:
+                if end > sent:  # the hot path: usually exactly one new token
+                    await resp.write(_encode_tokens(enc, seq, sent, end, None, sent == 0))
+                    sent = end
+                await seq.wait()
+                continue
+            if finish == "abort":  # the server is shutting down
+                await resp.write_eof()
+                return resp
+            # The last tokens, the usage chunk, [DONE] and the end of the body: one write.
+            body = _encode_tokens(enc, seq, sent, end, finish, sent == 0) if end > sent else b""
+            if req.include_usage:
+                body += enc.usage(req.prompt_tokens, end, seq.timings())
+            await resp.write_eof(body + DONE_EVENT)
+            return resp
     except ConnectionResetError:  # the client went away; the finally of _generate aborts
         return resp
 
 
-async def _write_tokens(resp: web.StreamResponse, enc: StreamEncoder, seq: Sequence,
-                        start: int, end: int, finish: str | None, first: bool) -> None:
-    """Write tokens [start, end) in one write; token end-1 carries ``finish`` if given."""
-    if end <= start:
-        return
-    tokens = seq.tokens
-    parts = [enc.token(tokens.word(k)) for k in range(start, end - 1)]
-    parts.append(enc.token(tokens.word(end - 1), finish))
+def _encode_tokens(enc: StreamEncoder, seq: Sequence, start: int, end: int,
+                   finish: str | None, first: bool) -> bytes:
+    """The chunks of tokens [start, end) (end > start); token end-1 carries ``finish``."""
+    words = seq.tokens
+    last = enc.token(words.word(end - 1), finish)
+    if end - start == 1 and not (first and enc.chat):
+        return last
+    parts = [enc.token(words.word(k)) for k in range(start, end - 1)]
     if first and enc.chat:
         parts.insert(0, enc.role())
-    await resp.write(parts[0] if len(parts) == 1 else b"".join(parts))
+    parts.append(last)
+    return b"".join(parts)
 
 
 async def _break_stream(request: web.Request, resp: web.StreamResponse,

@@ -66,6 +66,7 @@ class DeadlineSleeper:
             fd = _LIBC.timerfd_create(_CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
             if fd >= 0:
                 self._fd = fd
+                self._settime = _LIBC.timerfd_settime
                 self._spec_ref = ctypes.byref(self._spec)
                 self._loop.add_reader(fd, self._on_expired)
         self.kind = "timerfd" if self._fd >= 0 else "loop"
@@ -90,7 +91,7 @@ class DeadlineSleeper:
         ns = int(deadline * 1e9) + 1  # round up: never wake before the deadline
         self._spec.it_value.tv_sec, self._spec.it_value.tv_nsec = divmod(ns, 1_000_000_000)
         waiter = self._waiter = self._loop.create_future()
-        if _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, self._spec_ref, None) != 0:
+        if self._settime(self._fd, _TFD_TIMER_ABSTIME, self._spec_ref, None) != 0:
             self._waiter = None
             await self._sleep_until_loop(deadline)
             return

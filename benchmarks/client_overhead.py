@@ -1,0 +1,820 @@
+#!/usr/bin/env python3
+"""Client-overhead benchmark: how fast can ONE generator process send, and what does it cost?
+
+Design principle 6 ("fast enough to never be the bottleneck"), measured. A null server (nginx
+serving a static 64-token SSE stream with usage, tools/nullserver/start.sh) stands in for the
+model server, so the generator, not the server, is the limit. For each rate of a ladder one
+``loadgen run`` process sends an open-loop Poisson load (16-token prompts, 64 streamed tokens
+per response) for a few seconds, and the step is judged:
+
+    sustained  <=>  send-lag p99 < 1 ms  AND  achieved send rate >= 99% of intended
+                    AND  no failed or unsent request  (AND the server received every request)
+
+The ladder climbs until the first step that is not sustained, then bisects between the highest
+sustained rate and that failure a few times. Client CPU per request and per output token comes
+from the run's own self-check (getrusage of the generator over t0..end, summary.json); the
+server's access log ($msec of each request) gives the rate the server really received, and
+/proc gives the CPU that nginx and everything else on the machine used during each step.
+
+A second part sweeps the pacer's ``EngineOptions.spin_s`` (``--spin-us``): the same runs made
+through ``loadgen.run.execute`` with a different spin, to show send-lag precision against CPU.
+``--profile`` adds one run under py-spy (if installed) and prints the hot spots.
+
+Run from the repository root with the project's virtual environment:
+
+    .venv/bin/python benchmarks/client_overhead.py            # about 3 minutes
+    .venv/bin/python benchmarks/client_overhead.py --help
+
+Output: a table on stdout and benchmarks/results/client_overhead-<UTC time>.json
+(benchmarks/README.md explains every column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_NULLSERVER = "../shared/tools/nullserver/start.sh"  # relative to the repository root
+DEFAULT_RATES = (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000)
+DEFAULT_SPIN_US = (0, 200, 500, 1000)
+MODEL = "mock-model"
+INPUT_LEN, OUTPUT_LEN = 16, 64
+
+LAG_P99_LIMIT_MS = 1.0
+MIN_ACHIEVED_FRACTION = 0.99
+STEP_OVERHEAD_S = 3.0  # process start, imports, preflight, summary: budget estimate per step
+
+try:
+    import orjson
+    import psutil
+
+    from loadgen.manifest import basic_environment, tool_info
+except ImportError as e:  # pragma: no cover - depends on how the script is started
+    sys.exit(f"client_overhead.py: cannot import {e.name!r}; run it with the project's virtual "
+             "environment, e.g. .venv/bin/python benchmarks/client_overhead.py")
+
+
+# --------------------------------------------------------------------------------------------
+# Pure part: verdicts, the ladder, server-side rates, the table
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Step:
+    """One measured run of the generator and what it cost."""
+
+    phase: str  # ladder | spin | profile
+    rate: float  # requested mean rate (req/s)
+    num_prompts: int
+    spin_us: float | None = None  # None: loadgen's default (the CLI has no flag for it)
+    run_dir: str = ""
+    rc: int | None = None
+    timed_out: bool = False
+    wall_s: float = 0.0  # the whole step, process start to exit
+    intended_rate: float = math.nan  # n / last intended time of the seeded schedule
+    achieved_rate: float = math.nan  # summary throughput.achieved_send_rate
+    server_rate: float = math.nan  # requests in nginx's access log / (last arrival - t0)
+    server_received: int | None = None
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    not_sent: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    lag_p50_ms: float = math.nan
+    lag_p99_ms: float = math.nan
+    lag_max_ms: float = math.nan
+    loop_lag_p99_ms: float = math.nan
+    ttft_p50_ms: float = math.nan  # from t_sent
+    ttft_p99_ms: float = math.nan
+    cpu_us_per_request: float = math.nan  # generator CPU over t0..end (summary self_check)
+    cpu_us_per_token: float = math.nan
+    cpu_utilisation: float = math.nan  # generator CPU s / wall s over t0..end (cores)
+    process_cpu_s: float = math.nan  # the whole generator process, start-up included
+    nginx_cores: float = math.nan  # nginx CPU s / step wall s
+    others_cores: float = math.nan  # everything else on the machine, same window
+    sustained: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+
+def judge(s: Step) -> list[str]:
+    """Why the step was NOT sustained (empty list: sustained)."""
+    r: list[str] = []
+    if s.timed_out:
+        r.append("step timed out")
+    elif s.rc not in (0, 3):  # 3: loadgen's INVALID (lag p99 > its own 5 ms threshold)
+        r.append(f"loadgen exited with {s.rc}")
+    if not s.lag_p99_ms < LAG_P99_LIMIT_MS:
+        r.append(f"send-lag p99 {s.lag_p99_ms:.3g} ms >= {LAG_P99_LIMIT_MS:g} ms")
+    if not s.achieved_rate >= MIN_ACHIEVED_FRACTION * s.intended_rate:
+        r.append(f"achieved {s.achieved_rate:.0f}/s < {MIN_ACHIEVED_FRACTION:.0%} of intended "
+                 f"{s.intended_rate:.0f}/s")
+    if s.failed or s.not_sent:
+        r.append(f"{s.failed} failed, {s.not_sent} not sent")
+    if s.server_received is not None and s.server_received != s.sent:
+        r.append(f"server received {s.server_received} of {s.sent} sent requests")
+    return r
+
+
+def next_rate(ladder: list[float], done: dict[float, bool], refine: int,
+              granularity: float = 25.0) -> float | None:
+    """The next rate to try, or None when done.
+
+    Climb ``ladder`` until the first rate that is not sustained; then bisect up to ``refine``
+    times between the highest sustained rate below the lowest failure and that failure.
+    """
+    fails = [r for r, ok in done.items() if not ok]
+    if not fails:
+        rest = [r for r in ladder if r not in done]
+        return rest[0] if rest else None
+    if sum(1 for r in done if r not in ladder) >= refine:
+        return None
+    lo_fail = min(fails)
+    hi_pass = max((r for r, ok in done.items() if ok and r < lo_fail), default=0.0)
+    mid = round((hi_pass + lo_fail) / 2 / granularity) * granularity
+    return mid if hi_pass < mid < lo_fail and mid not in done else None
+
+
+def highest_sustained(steps: list[Step]) -> Step | None:
+    """The highest sustained ladder step below the lowest failing one (conservative: a lucky
+    pass above a failure does not count)."""
+    lad = [s for s in steps if s.phase == "ladder"]
+    lo_fail = min((s.rate for s in lad if not s.sustained), default=math.inf)
+    ok = [s for s in lad if s.sustained and s.rate < lo_fail]
+    return max(ok, key=lambda s: s.rate, default=None)
+
+
+def parse_access_log(text: str, t_from: float) -> list[float]:
+    """Arrival times ($msec) of completion requests at or after ``t_from`` (unix seconds).
+
+    Lines are ``$msec $request_uri`` (start.sh's log format); $msec has 1 ms resolution, so
+    the bound is widened by 1.5 ms. The preflight request comes >= 50 ms before t0.
+    """
+    out = []
+    for line in text.splitlines():
+        parts = line.split(" ", 1)
+        if len(parts) == 2 and "completions" in parts[1]:
+            t = float(parts[0])
+            if t >= t_from - 0.0015:
+                out.append(t)
+    return out
+
+
+def server_rate(arrivals: list[float], t0_unix: float) -> float:
+    """Requests received per second, measured like the generator's achieved send rate
+    (count / time of the last one after t0)."""
+    if not arrivals:
+        return math.nan
+    span = max(arrivals) - t0_unix
+    return len(arrivals) / span if span > 0 else math.nan
+
+
+def _f(x: float | None, nd: int = 0, w: int = 8) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-".rjust(w)
+    return f"{x:{w}.{nd}f}"
+
+
+TABLE_HEADER = (
+    "    rate  achieved    server  lag p50  lag p99  lag max  TTFT p50 TTFT p99  us/req  us/tok"
+    "  gen CPU  nginx  others  err  verdict"
+)
+
+
+def table_row(s: Step) -> str:
+    rate = f"{s.rate:8.0f}"
+    err = s.failed + s.not_sent
+    verdict = "SUSTAINED" if s.sustained else "no: " + "; ".join(s.reasons)
+    return (f"{rate}{_f(s.achieved_rate, 1, 10)}{_f(s.server_rate, 1, 10)}{_f(s.lag_p50_ms, 3, 9)}"
+            f"{_f(s.lag_p99_ms, 3, 9)}{_f(s.lag_max_ms, 2, 9)}{_f(s.ttft_p50_ms, 3, 9)}"
+            f"{_f(s.ttft_p99_ms, 2, 9)}{_f(s.cpu_us_per_request, 0, 8)}{_f(s.cpu_us_per_token, 2, 8)}"
+            f"{_f(s.cpu_utilisation, 2, 9)}{_f(s.nginx_cores, 2, 7)}{_f(s.others_cores, 2, 8)}"
+            f"{err:5d}  {verdict}")
+
+
+def render_table(steps: list[Step], title: str) -> str:
+    lines = [title, TABLE_HEADER, "-" * len(TABLE_HEADER)]
+    lines += [table_row(s) for s in steps]
+    return "\n".join(lines)
+
+
+SPIN_HEADER = "    rate  spin_us  lag p50  lag p99  lag max  us/req  gen CPU  others  verdict"
+
+
+def render_spin_table(steps: list[Step]) -> str:
+    lines = ["pacer spin (EngineOptions.spin_s): send-lag precision vs client CPU",
+             SPIN_HEADER, "-" * len(SPIN_HEADER)]
+    for s in steps:
+        lines.append(f"{s.rate:8.0f}{s.spin_us:9.0f}{_f(s.lag_p50_ms, 3, 9)}{_f(s.lag_p99_ms, 3, 9)}"
+                     f"{_f(s.lag_max_ms, 2, 9)}{_f(s.cpu_us_per_request, 0, 8)}"
+                     f"{_f(s.cpu_utilisation, 2, 9)}{_f(s.others_cores, 2, 8)}  "
+                     + ("SUSTAINED" if s.sustained else "no: " + "; ".join(s.reasons)))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Profile: py-spy raw (collapsed) stacks -> hot spots
+# --------------------------------------------------------------------------------------------
+
+_FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def _frame_name(frame: str) -> str:
+    """``send (loadgen/clients/openai.py:160)`` -> ``send (openai.py)``; lines dropped so one
+    function is one entry."""
+    m = _FRAME.match(frame.strip())
+    if not m:
+        return frame.strip()
+    return f"{m['fn']} ({Path(m['file']).name})"
+
+
+def hot_spots(collapsed: str, top: int = 25) -> dict[str, Any]:
+    """Self and inclusive sample shares per function, per thread, from py-spy's raw format
+    (``thread;frame;frame ... count`` per line, with --threads)."""
+    self_c: Counter[str] = Counter()
+    incl_c: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        k = int(n)
+        frames = stack.split(";")
+        thread, frames = frames[0], [_frame_name(f) for f in frames[1:]]
+        total += k
+        threads[thread] += k
+        if frames:
+            self_c[frames[-1]] += k
+        for f in set(frames):
+            incl_c[f] += k
+    share = lambda c: [(f, n / total) for f, n in c.most_common(top)] if total else []  # noqa: E731
+    return {"samples": total, "threads": share(threads), "self": share(self_c),
+            "inclusive": share(incl_c)}
+
+
+# --------------------------------------------------------------------------------------------
+# Edges: the null server, one measured generator process
+# --------------------------------------------------------------------------------------------
+
+class NullServer:
+    """nginx started by tools/nullserver/start.sh; stopped by its master PID."""
+
+    def __init__(self, start_sh: Path, workdir: Path) -> None:
+        self.start_sh = start_sh
+        self.workdir = workdir
+        self.log = workdir / "access.log"
+        self.pid: int | None = None
+        self.port = 0
+        self.version = ""
+
+    def start(self) -> None:
+        last = ""
+        for _ in range(3):  # a free port can be taken between probing and binding
+            self.port = _free_port()
+            env = {**os.environ, "NULL_ACCESS_LOG": str(self.log)}
+            p = subprocess.run(["bash", str(self.start_sh), str(self.port), str(self.workdir / "srv")],
+                               env=env, capture_output=True, text=True, timeout=30)
+            out = p.stdout.strip().splitlines()
+            if p.returncode == 0 and out and out[-1].strip().isdigit():
+                self.pid = int(out[-1].strip())
+                break
+            last = (p.stderr or p.stdout).strip()[-500:]
+        else:
+            raise RuntimeError(f"{self.start_sh} failed to start nginx: {last}")
+        _wait_http(f"{self.url}/v1/models", 10.0)
+        v = subprocess.run([_nginx_path() or "nginx", "-v"], capture_output=True, text=True)
+        self.version = (v.stderr or v.stdout).strip()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _procs(self) -> list[psutil.Process]:
+        if self.pid is None:
+            return []
+        try:
+            m = psutil.Process(self.pid)
+            return [m, *m.children()]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_s(self) -> float:
+        tot = 0.0
+        for p in self._procs():
+            try:
+                t = p.cpu_times()
+                tot += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return tot
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def read_log(self, offset: int) -> str:
+        if not self.log.exists():
+            return ""
+        with self.log.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode("ascii", "replace")
+
+    def stop(self) -> None:
+        """kill PID (nginx's fast shutdown), only if that PID is still our nginx."""
+        if self.pid is None:
+            return
+        try:
+            p = psutil.Process(self.pid)
+            if "nginx" in p.name():
+                p.terminate()
+                p.wait(5)
+        except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+            pass
+        self.pid = None
+
+
+def _nginx_path() -> str | None:
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/sbin")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout_s: float) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while True:
+        try:
+            with opener.open(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+                last = f"HTTP {r.status}"
+        except OSError as e:
+            last = f"{type(e).__name__}: {e}"
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"null server at {url} did not answer 200 within {timeout_s:g} s "
+                               f"(last: {last})")
+        time.sleep(0.05)
+
+
+def _children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _self_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _busy_s() -> float:
+    """CPU seconds used on the whole machine (all cores), steal included."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+
+
+def _stop_child(proc: subprocess.Popen) -> None:
+    """SIGINT (loadgen saves a partial run), then SIGKILL if it does not exit within 10 s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def measure(step: Step, cmd: list[str], server: NullServer, run_dir: Path, timeout_s: float) -> Step:
+    """Run one generator process, then read its summary, the server log and the CPU counters."""
+    off = server.log_size()
+    busy0, ng0, ch0, self0 = _busy_s(), server.cpu_s(), _children_cpu_s(), _self_cpu_s()
+    t_start = time.perf_counter()
+    out = run_dir.parent / f"{run_dir.name}.stdout"
+    with out.open("wb") as fo, (run_dir.parent / f"{run_dir.name}.stderr").open("wb") as fe:
+        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=REPO)
+        try:
+            step.rc = proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            step.timed_out = True
+            _stop_child(proc)
+            step.rc = proc.returncode
+        except BaseException:
+            _stop_child(proc)
+            raise
+    step.wall_s = wall = time.perf_counter() - t_start
+    gen = _children_cpu_s() - ch0
+    ng = server.cpu_s() - ng0
+    step.process_cpu_s = gen
+    step.nginx_cores = ng / wall
+    step.others_cores = max(0.0, (_busy_s() - busy0) - gen - ng - (_self_cpu_s() - self0)) / wall
+    step.run_dir = str(run_dir)
+    summ, man = run_dir / "summary.json", run_dir / "manifest.json"
+    if not summ.exists():
+        err = (run_dir.parent / f"{run_dir.name}.stderr").read_text(errors="replace").strip()
+        step.reasons = [f"no summary.json (rc={step.rc}): {err[-300:]}"]
+        return step
+    s = orjson.loads(summ.read_bytes())
+    m = orjson.loads(man.read_bytes())
+    _fill(step, s)
+    t0_unix = (m.get("clock") or {}).get("t0_unix")
+    if t0_unix is not None:
+        arr = parse_access_log(server.read_log(off), t0_unix)
+        step.server_received = len(arr)
+        step.server_rate = server_rate(arr, t0_unix)
+    step.reasons = judge(step)
+    step.sustained = not step.reasons
+    return step
+
+
+def _num(x: Any) -> float:
+    return float(x) if isinstance(x, int | float) else math.nan
+
+
+def _fill(step: Step, s: dict[str, Any]) -> None:
+    sc = s.get("self_check") or {}
+    lag = sc.get("send_lag_ms") or {}
+    cpu = sc.get("client_cpu") or {}
+    tp = s.get("throughput") or {}
+    c = s.get("counts") or {}
+    ttft = ((s.get("latency_ms") or {}).get("from_sent") or {}).get("ttft") or {}
+    step.intended_rate = _num(tp.get("intended_rate"))
+    step.achieved_rate = _num(tp.get("achieved_send_rate"))
+    step.sent, step.ok = int(c.get("sent", 0)), int(c.get("ok", 0))
+    step.failed, step.not_sent = int(c.get("failed", 0)), int(c.get("not_sent", 0))
+    step.errors = {k: v for k, v in (c.get("by_status") or {}).items() if k != "ok"}
+    step.lag_p50_ms, step.lag_p99_ms = _num(lag.get("p50")), _num(lag.get("p99"))
+    step.lag_max_ms = _num(lag.get("max"))
+    step.loop_lag_p99_ms = _num((sc.get("event_loop_lag_ms") or {}).get("p99"))
+    step.ttft_p50_ms, step.ttft_p99_ms = _num(ttft.get("p50")), _num(ttft.get("p99"))
+    step.cpu_us_per_request = _num(cpu.get("us_per_request"))
+    step.cpu_us_per_token = _num(cpu.get("us_per_output_token"))
+    step.cpu_utilisation = _num(cpu.get("utilisation"))
+
+
+def loadgen_cmd(url: str, rate: float, n: int, result_dir: Path | str, name: str, seed: int,
+                exe: str | None = None) -> list[str]:
+    """The exact command a user would type (shown in the README and docs/benchmarks.md)."""
+    if exe is not None:
+        head = [exe]
+    elif (venv := Path(sys.executable).with_name("loadgen")).exists():
+        head = [str(venv)]
+    else:
+        head = [sys.executable, "-m", "loadgen"]
+    return [*head, "run", "--base-url", url, "--model", MODEL, "--request-rate", f"{rate:g}",
+            "--num-prompts", str(n), "--random-input-len", str(INPUT_LEN),
+            "--random-output-len", str(OUTPUT_LEN), "--seed", str(seed), "--json", "--no-progress",
+            "--result-dir", str(result_dir), "--run-name", name]
+
+
+def engine_cmd(url: str, rate: float, n: int, result_dir: Path, name: str, seed: int,
+               spin_us: float) -> list[str]:
+    """This script in ``_engine`` mode: the same run as loadgen_cmd, with a chosen spin_s."""
+    return [sys.executable, str(Path(__file__).resolve()), "_engine", "--base-url", url,
+            "--rate", f"{rate:g}", "--num-prompts", str(n), "--seed", str(seed),
+            "--result-dir", str(result_dir), "--run-name", name, "--spin-us", f"{spin_us:g}"]
+
+
+def engine_child(argv: list[str]) -> int:
+    """``_engine`` mode: what ``loadgen run`` does with its default flags, but with
+    ``EngineOptions(spin_s=...)``, which the CLI does not expose."""
+    p = argparse.ArgumentParser(prog="client_overhead.py _engine")
+    p.add_argument("--base-url", required=True)
+    p.add_argument("--rate", type=float, required=True)
+    p.add_argument("--num-prompts", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--result-dir", required=True)
+    p.add_argument("--run-name", required=True)
+    p.add_argument("--spin-us", type=float, required=True)
+    a = p.parse_args(argv)
+    from arrivals.workload import synthetic_workload
+    from loadgen.clients.openai import ClientConfig
+    from loadgen.engine import EngineOptions
+    from loadgen.run import RunSpec, execute
+
+    wl = synthetic_workload(num_requests=a.num_prompts, request_rate=a.rate, process="poisson",
+                            input_len=INPUT_LEN, output_len=OUTPUT_LEN, seed=a.seed)
+    spec = RunSpec(client=ClientConfig(base_url=a.base_url, model=MODEL), workload=wl,
+                   engine=EngineOptions(spin_s=a.spin_us * 1e-6), result_dir=Path(a.result_dir),
+                   run_name=a.run_name, progress=False, quiet=True,
+                   argv=["client_overhead.py", "_engine", *argv])
+    return execute(spec).exit_code
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------------
+
+def _csv_floats(flag: str):
+    def parse(s: str) -> list[float]:
+        try:
+            v = [float(x) for x in s.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be comma-separated numbers, got {s!r}") from None
+        if any(not math.isfinite(x) or x < 0 for x in v):
+            raise argparse.ArgumentTypeError(f"{flag} values must be finite and >= 0, got {s!r}")
+        return v
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="client_overhead.py",
+        description="Highest Poisson request rate one loadgen process sustains against a null "
+        "server (send-lag p99 < 1 ms, >= 99%% of the intended rate, no errors), and the "
+        "client CPU per request and per streamed token. See benchmarks/README.md.")
+    p.add_argument("--nullserver", default=DEFAULT_NULLSERVER,
+                   help="path of the null server's start.sh (relative paths are relative to the "
+                   f"repository root; default {DEFAULT_NULLSERVER})")
+    p.add_argument("--rates", type=_csv_floats("--rates"), default=list(DEFAULT_RATES),
+                   help="ladder of request rates, req/s (default %(default)s)")
+    p.add_argument("--refine", type=int, default=2,
+                   help="bisection steps between the highest sustained rate and the first "
+                   "failure (default 2)")
+    p.add_argument("--duration-s", type=float, default=6.0,
+                   help="intended length of each step in seconds (default 6); --num-prompts = "
+                   "rate x duration, at least --min-prompts")
+    p.add_argument("--min-prompts", type=int, default=1000)
+    p.add_argument("--moderate-rate", type=float, default=500.0,
+                   help="rate whose CPU figures are reported as 'moderate' (default 500); it is "
+                   "added to the ladder if missing")
+    p.add_argument("--spin-us", type=_csv_floats("--spin-us"), default=list(DEFAULT_SPIN_US),
+                   help="pacer spin windows (EngineOptions.spin_s, microseconds) to sweep; "
+                   "'' skips the sweep (default %(default)s)")
+    p.add_argument("--spin-rates", default="moderate,max",
+                   help="rates for the spin sweep: numbers, 'moderate' and/or 'max' (the highest "
+                   "sustained rate); default %(default)s")
+    p.add_argument("--profile", action="store_true",
+                   help="also run once under py-spy (pip install py-spy) at --profile-rate and "
+                   "print the hot spots")
+    p.add_argument("--profile-rate", default="max",
+                   help="rate of the profiled run: a number or 'max' (default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--step-timeout-s", type=float, default=None,
+                   help="kill a step after this long (default: duration + 30 s)")
+    p.add_argument("--budget-s", type=float, default=290.0,
+                   help="skip steps that would end the benchmark later than this (default 290)")
+    p.add_argument("--out", default=None,
+                   help="result JSON (default benchmarks/results/client_overhead-<UTC time>.json)")
+    p.add_argument("--keep-runs", action="store_true", help="keep the run directories "
+                   "(printed at the end) instead of deleting them")
+    return p
+
+
+def _resolve_nullserver(arg: str) -> Path:
+    p = Path(arg)
+    p = p if p.is_absolute() else (REPO / p)
+    return p.resolve()
+
+
+def preconditions(start_sh: Path) -> str | None:
+    """A message saying what is missing, or None."""
+    if _nginx_path() is None:
+        return ("nginx was not found on PATH (or in /usr/sbin): the null server is nginx. "
+                "Install it, e.g. on Debian/Ubuntu: apt-get install nginx-light")
+    if not start_sh.is_file():
+        return (f"--nullserver {start_sh} does not exist; pass the path of the null server's "
+                "start.sh (tools/nullserver/start.sh of the shared tools)")
+    return None
+
+
+class Bench:
+    """Holds the state of one benchmark invocation: server, work dir, steps, deadline."""
+
+    def __init__(self, args: argparse.Namespace, server: NullServer, work: Path) -> None:
+        self.a = args
+        self.server = server
+        self.work = work
+        self.steps: list[Step] = []
+        self.skipped: list[str] = []
+        self.deadline = time.monotonic() + args.budget_s
+        self.timeout = args.step_timeout_s or args.duration_s + 30.0
+
+    def n_for(self, rate: float) -> int:
+        return max(self.a.min_prompts, round(rate * self.a.duration_s))
+
+    def fits(self, rate: float) -> bool:
+        est = self.n_for(rate) / rate + STEP_OVERHEAD_S
+        return time.monotonic() + est <= self.deadline
+
+    def run(self, phase: str, rate: float, spin_us: float | None = None,
+            wrap: list[str] | None = None) -> Step | None:
+        label = f"{phase} {rate:g} req/s" + ("" if spin_us is None else f" spin {spin_us:g} us")
+        if not self.fits(rate):
+            self.skipped.append(f"{label}: skipped, --budget-s {self.a.budget_s:g} would be exceeded")
+            print(f"  {label}: skipped (time budget)", file=sys.stderr)
+            return None
+        n = self.n_for(rate)
+        name = f"{len(self.steps):02d}-{phase}-{rate:g}" + ("" if spin_us is None else f"-spin{spin_us:g}")
+        rd = self.work / "runs"
+        rd.mkdir(exist_ok=True)
+        if spin_us is None:
+            cmd = loadgen_cmd(self.server.url, rate, n, rd, name, self.a.seed)
+        else:
+            cmd = engine_cmd(self.server.url, rate, n, rd, name, self.a.seed, spin_us)
+        step = Step(phase=phase, rate=rate, num_prompts=n, spin_us=spin_us)
+        print(f"  {label}: {n} requests ...", end="", flush=True, file=sys.stderr)
+        measure(step, [*(wrap or []), *cmd], self.server, rd / name, self.timeout)
+        print(" sustained" if step.sustained else f" not sustained ({'; '.join(step.reasons)})",
+              file=sys.stderr)
+        self.steps.append(step)
+        return step
+
+    def ladder(self) -> None:
+        rates = sorted(set(self.a.rates) | {self.a.moderate_rate})
+        done: dict[float, bool] = {}
+        while (r := next_rate(rates, done, self.a.refine)) is not None:
+            s = self.run("ladder", r)
+            if s is None:
+                break
+            done[r] = s.sustained
+
+    def spin_sweep(self, best: Step | None) -> None:
+        rates: list[float] = []
+        for tok in self.a.spin_rates.split(","):
+            tok = tok.strip()
+            if tok == "moderate":
+                rates.append(self.a.moderate_rate)
+            elif tok == "max":
+                if best is not None:
+                    rates.append(best.rate)
+            elif tok:
+                rates.append(float(tok))
+        for r in dict.fromkeys(rates):
+            for sp in self.a.spin_us:
+                self.run("spin", r, spin_us=sp)
+
+    def profile(self, best: Step | None) -> dict[str, Any] | None:
+        spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        if spy is None:
+            self.skipped.append("profile: py-spy not installed (.venv/bin/pip install py-spy)")
+            return None
+        rate = (best.rate if best else self.a.moderate_rate) if self.a.profile_rate == "max" \
+            else float(self.a.profile_rate)
+        raw = self.work / "profile.txt"
+        wrap = [spy, "record", "--format", "raw", "--threads", "--nonblocking", "--rate", "250",
+                "--output", str(raw), "--"]
+        s = self.run("profile", rate, wrap=wrap)
+        if s is None or not raw.exists():
+            return None
+        return {"rate": rate, "tool": "py-spy record --format raw --threads --nonblocking --rate 250",
+                "step": asdict(s), **hot_spots(raw.read_text(errors="replace"))}
+
+
+def _clean(x: Any) -> Any:
+    """NaN -> None so the JSON is valid everywhere."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    return x
+
+
+def _cpu_view(s: Step | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    return {"rate": s.rate, "us_per_request": s.cpu_us_per_request,
+            "us_per_output_token": s.cpu_us_per_token, "cpu_utilisation": s.cpu_utilisation,
+            "send_lag_p99_ms": s.lag_p99_ms, "sustained": s.sustained}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_engine"]:
+        return engine_child(argv[1:])
+    a = build_parser().parse_args(argv)
+    start_sh = _resolve_nullserver(a.nullserver)
+    if (msg := preconditions(start_sh)) is not None:
+        print(f"client_overhead.py: {msg}", file=sys.stderr)
+        return 2
+    out = Path(a.out) if a.out else (REPO / "benchmarks" / "results" /
+                                     f"client_overhead-{datetime.now(UTC):%Y-%m-%dT%H%M%SZ}.json")
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    work = Path(tempfile.mkdtemp(prefix="client_overhead-"))
+    work.chmod(0o755)  # nginx's worker (user nobody) must reach the static files below it
+    server = NullServer(start_sh, work)
+    started = datetime.now(UTC)
+    interrupted = None
+    bench: Bench | None = None
+    prof = None
+    try:
+        server.start()
+        print(f"null server: nginx pid {server.pid} on {server.url} ({server.version}); "
+              f"work dir {work}", file=sys.stderr)
+        bench = Bench(a, server, work)
+        bench.ladder()
+        best = highest_sustained(bench.steps)
+        if a.spin_us:
+            bench.spin_sweep(best)
+        if a.profile:
+            prof = bench.profile(best)
+    except KeyboardInterrupt as e:
+        interrupted = str(e) or "SIGINT"
+        print(f"\ninterrupted ({interrupted}): stopping nginx, writing what was measured", file=sys.stderr)
+    except RuntimeError as e:  # the null server did not start
+        print(f"client_overhead.py: {e}", file=sys.stderr)
+        return 1
+    finally:
+        server.stop()
+    steps = bench.steps if bench else []
+    skipped = bench.skipped if bench else []
+    best = highest_sustained(steps)
+    moderate = next((s for s in steps if s.phase == "ladder" and s.rate == a.moderate_rate), None)
+    ladder = [s for s in steps if s.phase == "ladder"]
+    spin = [s for s in steps if s.phase == "spin"]
+
+    print()
+    print(render_table(sorted(ladder, key=lambda s: s.rate),
+                       "ladder: one `loadgen run` process, Poisson, 16 in / 64 streamed tokens "
+                       "(latency ms; CPU in cores)"))
+    if spin:
+        print()
+        print(render_spin_table(spin))
+    print()
+    if best:
+        print(f"highest sustained rate, 1 process: {best.rate:g} req/s "
+              f"(send-lag p99 {best.lag_p99_ms:.3f} ms; client CPU {best.cpu_us_per_request:.0f} "
+              f"us/request, {best.cpu_us_per_token:.2f} us/token, {best.cpu_utilisation:.2f} cores)")
+    else:
+        print("no ladder step was sustained")
+    if moderate:
+        print(f"at {moderate.rate:g} req/s: client CPU {moderate.cpu_us_per_request:.0f} us/request, "
+              f"{moderate.cpu_us_per_token:.2f} us/token, send-lag p99 {moderate.lag_p99_ms:.3f} ms")
+    if prof:
+        print()
+        print(f"py-spy profile at {prof['rate']:g} req/s ({prof['samples']} samples):")
+        print("  threads: " + ", ".join(f"{t} {f:.0%}" for t, f in prof["threads"]))
+        print("  self time (top 15):")
+        for fn, f in prof["self"][:15]:
+            print(f"    {f:6.1%}  {fn}")
+    noisy = [s for s in steps if s.others_cores > 0.25]
+    if noisy:
+        print(f"\nnote: {len(noisy)} step(s) ran while other processes used > 0.25 cores "
+              "(column 'others'); their figures are pessimistic, re-run on a quiet machine")
+    for m in skipped:
+        print(f"note: {m}")
+
+    result = {
+        "benchmark": "client_overhead",
+        "created_utc": started.isoformat(),
+        "finished_utc": datetime.now(UTC).isoformat(),
+        "interrupted": interrupted,
+        "command": ["benchmarks/client_overhead.py", *argv],
+        "criteria": {"send_lag_p99_ms_below": LAG_P99_LIMIT_MS,
+                     "achieved_fraction_at_least": MIN_ACHIEVED_FRACTION,
+                     "errors": 0, "server_received_all": True},
+        "workload": {"process": "poisson", "input_len": INPUT_LEN, "output_len": OUTPUT_LEN,
+                     "stream": True, "include_usage": True, "seed": a.seed,
+                     "duration_s_per_step": a.duration_s},
+        "example_command": " ".join(loadgen_cmd("http://127.0.0.1:PORT", a.moderate_rate,
+                                                round(a.moderate_rate * a.duration_s), "TMP",
+                                                "NAME", a.seed, exe="loadgen")),
+        "machine": {**basic_environment(), "load_average_at_start": os.getloadavg()},
+        "tool": tool_info(),
+        "null_server": {"start_sh": str(start_sh), "nginx": server.version,
+                        "body": f"{OUTPUT_LEN} token events + usage + [DONE]"},
+        "highest_sustained": _cpu_view(best),
+        "cpu_at_moderate_rate": _cpu_view(moderate),
+        "cpu_at_highest_sustained": _cpu_view(best),
+        "ladder": [asdict(s) for s in ladder],
+        "spin_sweep": [asdict(s) for s in spin],
+        "profile": prof,
+        "skipped": skipped,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(_clean(result), option=orjson.OPT_INDENT_2))
+    print(f"\nresults: {out}")
+    if a.keep_runs:
+        print(f"run directories: {work / 'runs'}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
