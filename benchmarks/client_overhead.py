@@ -5,13 +5,17 @@ Design principle 6 ("fast enough to never be the bottleneck"), measured. A null 
 serving a static 64-token SSE stream with usage, tools/nullserver/start.sh) stands in for the
 model server, so the generator, not the server, is the limit. For each rate of a ladder one
 ``loadgen run`` process sends an open-loop Poisson load (16-token prompts, 64 streamed tokens
-per response) for a few seconds, and the step is judged:
+per response) for a few seconds, and each step gets two verdicts:
 
-    sustained  <=>  send-lag p99 < 1 ms  AND  achieved send rate >= 99% of intended
-                    AND  no failed or unsent request  (AND the server received every request)
+    keeps up   <=>  achieved send rate >= 99% of intended  AND  no failed or unsent request
+                    AND  the server received every request  AND  send-lag p99 < 5 ms
+                    (loadgen's own VALID threshold, --max-send-lag-ms)
+    sustained  <=>  keeps up  AND  send-lag p99 < 1 ms
 
-The ladder climbs until the first step that is not sustained, then bisects between the highest
-sustained rate and that failure a few times. Client CPU per request and per output token comes
+The ladder climbs until the first step that does not keep up, then bisects a few times at the
+boundary of "sustained" (or, if no step was sustained, of "keeps up"). The headline is the
+highest sustained rate below the lowest rate that was not sustained (a lucky pass above a
+failure does not count). Client CPU per request and per output token comes
 from the run's own self-check (getrusage of the generator over t0..end, summary.json); the
 server's access log ($msec of each request) gives the rate the server really received, and
 /proc gives the CPU that nginx and everything else on the machine used during each step.
@@ -57,7 +61,8 @@ DEFAULT_SPIN_US = (0, 200, 500, 1000)
 MODEL = "mock-model"
 INPUT_LEN, OUTPUT_LEN = 16, 64
 
-LAG_P99_LIMIT_MS = 1.0
+LAG_P99_LIMIT_MS = 1.0  # "sustained"
+VALID_LAG_P99_MS = 5.0  # "keeps up": loadgen run's default --max-send-lag-ms
 MIN_ACHIEVED_FRACTION = 0.99
 STEP_OVERHEAD_S = 3.0  # process start, imports, preflight, summary: budget estimate per step
 
@@ -108,54 +113,73 @@ class Step:
     process_cpu_s: float = math.nan  # the whole generator process, start-up included
     nginx_cores: float = math.nan  # nginx CPU s / step wall s
     others_cores: float = math.nan  # everything else on the machine, same window
+    keeps_up: bool = False
     sustained: bool = False
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # why not sustained (empty: sustained)
 
 
-def judge(s: Step) -> list[str]:
-    """Why the step was NOT sustained (empty list: sustained)."""
-    r: list[str] = []
+def judge(s: Step) -> tuple[list[str], list[str]]:
+    """(why the generator did not keep up, why the step was not sustained); empty: it did."""
+    behind: list[str] = []
     if s.timed_out:
-        r.append("step timed out")
+        behind.append("step timed out")
     elif s.rc not in (0, 3):  # 3: loadgen's INVALID (lag p99 > its own 5 ms threshold)
-        r.append(f"loadgen exited with {s.rc}")
-    if not s.lag_p99_ms < LAG_P99_LIMIT_MS:
-        r.append(f"send-lag p99 {s.lag_p99_ms:.3g} ms >= {LAG_P99_LIMIT_MS:g} ms")
+        behind.append(f"loadgen exited with {s.rc}")
     if not s.achieved_rate >= MIN_ACHIEVED_FRACTION * s.intended_rate:
-        r.append(f"achieved {s.achieved_rate:.0f}/s < {MIN_ACHIEVED_FRACTION:.0%} of intended "
-                 f"{s.intended_rate:.0f}/s")
+        behind.append(f"achieved {s.achieved_rate:.0f}/s < {MIN_ACHIEVED_FRACTION:.0%} of "
+                      f"intended {s.intended_rate:.0f}/s")
     if s.failed or s.not_sent:
-        r.append(f"{s.failed} failed, {s.not_sent} not sent")
+        behind.append(f"{s.failed} failed, {s.not_sent} not sent")
     if s.server_received is not None and s.server_received != s.sent:
-        r.append(f"server received {s.server_received} of {s.sent} sent requests")
-    return r
+        behind.append(f"server received {s.server_received} of {s.sent} sent requests")
+    if not s.lag_p99_ms < VALID_LAG_P99_MS:
+        behind.append(f"send-lag p99 {s.lag_p99_ms:.3g} ms >= {VALID_LAG_P99_MS:g} ms")
+    strict = list(behind)
+    if VALID_LAG_P99_MS > s.lag_p99_ms >= LAG_P99_LIMIT_MS:
+        strict.append(f"send-lag p99 {s.lag_p99_ms:.3g} ms >= {LAG_P99_LIMIT_MS:g} ms")
+    return behind, strict
 
 
-def next_rate(ladder: list[float], done: dict[float, bool], refine: int,
-              granularity: float = 25.0) -> float | None:
-    """The next rate to try, or None when done.
-
-    Climb ``ladder`` until the first rate that is not sustained; then bisect up to ``refine``
-    times between the highest sustained rate below the lowest failure and that failure.
-    """
+def _midpoint(done: dict[float, bool], granularity: float) -> float | None:
+    """Bisect between the highest pass below the lowest failure and that failure."""
     fails = [r for r, ok in done.items() if not ok]
     if not fails:
-        rest = [r for r in ladder if r not in done]
-        return rest[0] if rest else None
-    if sum(1 for r in done if r not in ladder) >= refine:
         return None
     lo_fail = min(fails)
-    hi_pass = max((r for r, ok in done.items() if ok and r < lo_fail), default=0.0)
-    mid = round((hi_pass + lo_fail) / 2 / granularity) * granularity
-    return mid if hi_pass < mid < lo_fail and mid not in done else None
+    passes = [r for r, ok in done.items() if ok and r < lo_fail]
+    if not passes:
+        return None
+    mid = round((max(passes) + lo_fail) / 2 / granularity) * granularity
+    return mid if max(passes) < mid < lo_fail and mid not in done else None
 
 
-def highest_sustained(steps: list[Step]) -> Step | None:
-    """The highest sustained ladder step below the lowest failing one (conservative: a lucky
-    pass above a failure does not count)."""
+def next_rate(ladder: list[float], done: dict[float, tuple[bool, bool]], refine: int,
+              granularity: float = 25.0) -> float | None:
+    """The next rate to try, or None when done. ``done[rate] = (sustained, keeps_up)``.
+
+    Climb ``ladder`` until the first rate at which the generator does not keep up; then bisect
+    up to ``refine`` times: at the boundary of "sustained" while there is one to narrow, else
+    at the boundary of "keeps up".
+    """
+    if all(k for _, k in done.values()):
+        rest = [r for r in ladder if r not in done]
+        if rest:
+            return rest[0]
+    if sum(1 for r in done if r not in ladder) >= refine:
+        return None
+    for which in (0, 1):
+        mid = _midpoint({r: v[which] for r, v in done.items()}, granularity)
+        if mid is not None:
+            return mid
+    return None
+
+
+def highest(steps: list[Step], attr: str = "sustained") -> Step | None:
+    """The highest ladder step with ``attr`` (sustained / keeps_up) below the lowest one
+    without it (conservative: a lucky pass above a failure does not count)."""
     lad = [s for s in steps if s.phase == "ladder"]
-    lo_fail = min((s.rate for s in lad if not s.sustained), default=math.inf)
-    ok = [s for s in lad if s.sustained and s.rate < lo_fail]
+    lo_fail = min((s.rate for s in lad if not getattr(s, attr)), default=math.inf)
+    ok = [s for s in lad if getattr(s, attr) and s.rate < lo_fail]
     return max(ok, key=lambda s: s.rate, default=None)
 
 
@@ -199,12 +223,17 @@ TABLE_HEADER = (
 def table_row(s: Step) -> str:
     rate = f"{s.rate:8.0f}"
     err = s.failed + s.not_sent
-    verdict = "SUSTAINED" if s.sustained else "no: " + "; ".join(s.reasons)
     return (f"{rate}{_f(s.achieved_rate, 1, 10)}{_f(s.server_rate, 1, 10)}{_f(s.lag_p50_ms, 3, 9)}"
             f"{_f(s.lag_p99_ms, 3, 9)}{_f(s.lag_max_ms, 2, 9)}{_f(s.ttft_p50_ms, 3, 9)}"
             f"{_f(s.ttft_p99_ms, 2, 9)}{_f(s.cpu_us_per_request, 0, 8)}{_f(s.cpu_us_per_token, 2, 8)}"
             f"{_f(s.cpu_utilisation, 2, 9)}{_f(s.nginx_cores, 2, 7)}{_f(s.others_cores, 2, 8)}"
-            f"{err:5d}  {verdict}")
+            f"{err:5d}  {_verdict(s)}")
+
+
+def _verdict(s: Step) -> str:
+    if s.sustained:
+        return "SUSTAINED"
+    return ("keeps up; " if s.keeps_up else "BEHIND: ") + "; ".join(s.reasons)
 
 
 def render_table(steps: list[Step], title: str) -> str:
@@ -213,7 +242,8 @@ def render_table(steps: list[Step], title: str) -> str:
     return "\n".join(lines)
 
 
-SPIN_HEADER = "    rate  spin_us  lag p50  lag p99  lag max  us/req  gen CPU  others  verdict"
+SPIN_HEADER = ("    rate  spin_us  lag p50  lag p99  lag max  loop p99  us/req  gen CPU  others"
+               "  verdict")
 
 
 def render_spin_table(steps: list[Step]) -> str:
@@ -221,9 +251,9 @@ def render_spin_table(steps: list[Step]) -> str:
              SPIN_HEADER, "-" * len(SPIN_HEADER)]
     for s in steps:
         lines.append(f"{s.rate:8.0f}{s.spin_us:9.0f}{_f(s.lag_p50_ms, 3, 9)}{_f(s.lag_p99_ms, 3, 9)}"
-                     f"{_f(s.lag_max_ms, 2, 9)}{_f(s.cpu_us_per_request, 0, 8)}"
-                     f"{_f(s.cpu_utilisation, 2, 9)}{_f(s.others_cores, 2, 8)}  "
-                     + ("SUSTAINED" if s.sustained else "no: " + "; ".join(s.reasons)))
+                     f"{_f(s.lag_max_ms, 2, 9)}{_f(s.loop_lag_p99_ms, 2, 10)}"
+                     f"{_f(s.cpu_us_per_request, 0, 8)}{_f(s.cpu_utilisation, 2, 9)}"
+                     f"{_f(s.others_cores, 2, 8)}  {_verdict(s)}")
     return "\n".join(lines)
 
 
@@ -243,20 +273,38 @@ def _frame_name(frame: str) -> str:
     return f"{m['fn']} ({Path(m['file']).name})"
 
 
-def hot_spots(collapsed: str, top: int = 25) -> dict[str, Any]:
-    """Self and inclusive sample shares per function, per thread, from py-spy's raw format
-    (``thread;frame;frame ... count`` per line, with --threads)."""
+def engine_window(stack: str, run_line: int) -> bool:
+    """Is this py-spy stack from the run itself (not imports, preflight or the summary)?
+    The event loop's stacks pass through ``execute (.../run.py:LINE)`` where LINE is the
+    ``uvloop.run(_run_async(...))`` call; the records writer thread only exists then."""
+    return f"/run.py:{run_line})" in stack or ";Thread._bootstrap " in stack
+
+
+def run_engine_line() -> int:
+    """Line of ``uvloop.run(_run_async`` in loadgen/run.py (0 if it cannot be found)."""
+    import loadgen.run
+
+    for i, line in enumerate(Path(loadgen.run.__file__).read_text().splitlines(), 1):
+        if "uvloop.run(_run_async" in line:
+            return i
+    return 0
+
+
+def hot_spots(collapsed: str, keep: Any = None, top: int = 25) -> dict[str, Any]:
+    """Self and inclusive sample shares per function and per thread, from py-spy's raw format
+    (``thread;frame;...;frame count`` per line, with --threads); ``keep(stack)`` filters."""
     self_c: Counter[str] = Counter()
     incl_c: Counter[str] = Counter()
     threads: Counter[str] = Counter()
     total = 0
     for line in collapsed.splitlines():
         stack, _, n = line.rpartition(" ")
-        if not stack or not n.isdigit():
+        if not stack or not n.isdigit() or (keep is not None and not keep(stack)):
             continue
         k = int(n)
         frames = stack.split(";")
-        thread, frames = frames[0], [_frame_name(f) for f in frames[1:]]
+        thread = re.sub(r"^thread \(\d+\): ", "", frames[0])
+        frames = [_frame_name(f) for f in frames[1:]]
         total += k
         threads[thread] += k
         if frames:
@@ -441,8 +489,8 @@ def measure(step: Step, cmd: list[str], server: NullServer, run_dir: Path, timeo
         arr = parse_access_log(server.read_log(off), t0_unix)
         step.server_received = len(arr)
         step.server_rate = server_rate(arr, t0_unix)
-    step.reasons = judge(step)
-    step.sustained = not step.reasons
+    behind, step.reasons = judge(step)
+    step.keeps_up, step.sustained = not behind, not step.reasons
     return step
 
 
@@ -634,21 +682,21 @@ class Bench:
         step = Step(phase=phase, rate=rate, num_prompts=n, spin_us=spin_us)
         print(f"  {label}: {n} requests ...", end="", flush=True, file=sys.stderr)
         measure(step, [*(wrap or []), *cmd], self.server, rd / name, self.timeout)
-        print(" sustained" if step.sustained else f" not sustained ({'; '.join(step.reasons)})",
-              file=sys.stderr)
+        print(f" {_verdict(step)}", file=sys.stderr)
         self.steps.append(step)
         return step
 
     def ladder(self) -> None:
         rates = sorted(set(self.a.rates) | {self.a.moderate_rate})
-        done: dict[float, bool] = {}
+        done: dict[float, tuple[bool, bool]] = {}
         while (r := next_rate(rates, done, self.a.refine)) is not None:
             s = self.run("ladder", r)
             if s is None:
                 break
-            done[r] = s.sustained
+            done[r] = (s.sustained, s.keeps_up)
 
     def spin_sweep(self, best: Step | None) -> None:
+        """``best``: the rate that 'max' stands for."""
         rates: list[float] = []
         for tok in self.a.spin_rates.split(","):
             tok = tok.strip()
@@ -671,13 +719,20 @@ class Bench:
         rate = (best.rate if best else self.a.moderate_rate) if self.a.profile_rate == "max" \
             else float(self.a.profile_rate)
         raw = self.work / "profile.txt"
-        wrap = [spy, "record", "--format", "raw", "--threads", "--nonblocking", "--rate", "250",
-                "--output", str(raw), "--"]
-        s = self.run("profile", rate, wrap=wrap)
+        opts = ["--format", "raw", "--threads", "--nonblocking", "--rate", "400"]
+        s = self.run("profile", rate, wrap=[spy, "record", *opts, "--output", str(raw), "--"])
         if s is None or not raw.exists():
             return None
-        return {"rate": rate, "tool": "py-spy record --format raw --threads --nonblocking --rate 250",
-                "step": asdict(s), **hot_spots(raw.read_text(errors="replace"))}
+        line = run_engine_line()
+        hs = hot_spots(raw.read_text(errors="replace"), keep=lambda st: engine_window(st, line))
+        # py-spy drops idle samples, so a share of samples is a share of the run's CPU time
+        per_req = s.cpu_us_per_request
+        for k in ("self", "inclusive"):
+            hs[k] = [(fn, share, share * per_req) for fn, share in hs[k]]
+        return {"rate": rate, "tool": "py-spy record " + " ".join(opts),
+                "window": f"engine only: stacks under loadgen/run.py:{line} and the records thread",
+                "columns": ["function", "share of samples", "approx us per request"],
+                "step": asdict(s), **hs}
 
 
 def _clean(x: Any) -> Any:
@@ -719,6 +774,7 @@ def main(argv: list[str] | None = None) -> int:
     work.chmod(0o755)  # nginx's worker (user nobody) must reach the static files below it
     server = NullServer(start_sh, work)
     started = datetime.now(UTC)
+    load0 = os.getloadavg()
     interrupted = None
     bench: Bench | None = None
     prof = None
@@ -728,14 +784,15 @@ def main(argv: list[str] | None = None) -> int:
               f"work dir {work}", file=sys.stderr)
         bench = Bench(a, server, work)
         bench.ladder()
-        best = highest_sustained(bench.steps)
+        top = highest(bench.steps) or highest(bench.steps, "keeps_up")
         if a.spin_us:
-            bench.spin_sweep(best)
+            bench.spin_sweep(top)
         if a.profile:
-            prof = bench.profile(best)
+            prof = bench.profile(top)
     except KeyboardInterrupt as e:
         interrupted = str(e) or "SIGINT"
-        print(f"\ninterrupted ({interrupted}): stopping nginx, writing what was measured", file=sys.stderr)
+        print(f"\ninterrupted ({interrupted}): stopping nginx, writing what was measured",
+              file=sys.stderr)
     except RuntimeError as e:  # the null server did not start
         print(f"client_overhead.py: {e}", file=sys.stderr)
         return 1
@@ -743,35 +800,22 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
     steps = bench.steps if bench else []
     skipped = bench.skipped if bench else []
-    best = highest_sustained(steps)
+    best, keeps = highest(steps), highest(steps, "keeps_up")
     moderate = next((s for s in steps if s.phase == "ladder" and s.rate == a.moderate_rate), None)
-    ladder = [s for s in steps if s.phase == "ladder"]
+    ladder = sorted((s for s in steps if s.phase == "ladder"), key=lambda s: s.rate)
     spin = [s for s in steps if s.phase == "spin"]
 
     print()
-    print(render_table(sorted(ladder, key=lambda s: s.rate),
-                       "ladder: one `loadgen run` process, Poisson, 16 in / 64 streamed tokens "
-                       "(latency ms; CPU in cores)"))
+    print(render_table(ladder, "ladder: one `loadgen run` process, Poisson, 16 prompt / 64 "
+                       "streamed tokens; latency in ms, CPU in cores"))
     if spin:
         print()
         print(render_spin_table(spin))
     print()
-    if best:
-        print(f"highest sustained rate, 1 process: {best.rate:g} req/s "
-              f"(send-lag p99 {best.lag_p99_ms:.3f} ms; client CPU {best.cpu_us_per_request:.0f} "
-              f"us/request, {best.cpu_us_per_token:.2f} us/token, {best.cpu_utilisation:.2f} cores)")
-    else:
-        print("no ladder step was sustained")
-    if moderate:
-        print(f"at {moderate.rate:g} req/s: client CPU {moderate.cpu_us_per_request:.0f} us/request, "
-              f"{moderate.cpu_us_per_token:.2f} us/token, send-lag p99 {moderate.lag_p99_ms:.3f} ms")
+    print(headline(best, keeps, moderate))
     if prof:
         print()
-        print(f"py-spy profile at {prof['rate']:g} req/s ({prof['samples']} samples):")
-        print("  threads: " + ", ".join(f"{t} {f:.0%}" for t, f in prof["threads"]))
-        print("  self time (top 15):")
-        for fn, f in prof["self"][:15]:
-            print(f"    {f:6.1%}  {fn}")
+        print(render_profile(prof))
     noisy = [s for s in steps if s.others_cores > 0.25]
     if noisy:
         print(f"\nnote: {len(noisy)} step(s) ran while other processes used > 0.25 cores "
@@ -785,22 +829,23 @@ def main(argv: list[str] | None = None) -> int:
         "finished_utc": datetime.now(UTC).isoformat(),
         "interrupted": interrupted,
         "command": ["benchmarks/client_overhead.py", *argv],
-        "criteria": {"send_lag_p99_ms_below": LAG_P99_LIMIT_MS,
-                     "achieved_fraction_at_least": MIN_ACHIEVED_FRACTION,
-                     "errors": 0, "server_received_all": True},
+        "criteria": {"sustained": {"send_lag_p99_ms_below": LAG_P99_LIMIT_MS},
+                     "keeps_up": {"send_lag_p99_ms_below": VALID_LAG_P99_MS,
+                                  "achieved_fraction_at_least": MIN_ACHIEVED_FRACTION,
+                                  "failed_or_not_sent": 0, "server_received_all": True}},
         "workload": {"process": "poisson", "input_len": INPUT_LEN, "output_len": OUTPUT_LEN,
                      "stream": True, "include_usage": True, "seed": a.seed,
                      "duration_s_per_step": a.duration_s},
         "example_command": " ".join(loadgen_cmd("http://127.0.0.1:PORT", a.moderate_rate,
                                                 round(a.moderate_rate * a.duration_s), "TMP",
                                                 "NAME", a.seed, exe="loadgen")),
-        "machine": {**basic_environment(), "load_average_at_start": os.getloadavg()},
+        "machine": {**basic_environment(), "load_average_at_start": load0},
         "tool": tool_info(),
         "null_server": {"start_sh": str(start_sh), "nginx": server.version,
                         "body": f"{OUTPUT_LEN} token events + usage + [DONE]"},
         "highest_sustained": _cpu_view(best),
+        "highest_keeping_up": _cpu_view(keeps),
         "cpu_at_moderate_rate": _cpu_view(moderate),
-        "cpu_at_highest_sustained": _cpu_view(best),
         "ladder": [asdict(s) for s in ladder],
         "spin_sweep": [asdict(s) for s in spin],
         "profile": prof,
@@ -814,6 +859,36 @@ def main(argv: list[str] | None = None) -> int:
     else:
         shutil.rmtree(work, ignore_errors=True)
     return 130 if interrupted else 0
+
+
+def headline(best: Step | None, keeps: Step | None, moderate: Step | None) -> str:
+    def cpu(s: Step) -> str:
+        return (f"client CPU {s.cpu_us_per_request:.0f} us/request, {s.cpu_us_per_token:.2f} "
+                f"us/token, {s.cpu_utilisation:.2f} cores; send-lag p99 {s.lag_p99_ms:.3f} ms")
+
+    lines = []
+    if best:
+        lines.append(f"highest sustained rate (lag p99 < {LAG_P99_LIMIT_MS:g} ms), 1 process: "
+                     f"{best.rate:g} req/s ({cpu(best)})")
+    else:
+        lines.append(f"no ladder step was sustained (send-lag p99 < {LAG_P99_LIMIT_MS:g} ms)")
+    if keeps:
+        lines.append(f"highest rate it keeps up with (lag p99 < {VALID_LAG_P99_MS:g} ms): "
+                     f"{keeps.rate:g} req/s ({cpu(keeps)})")
+    if moderate:
+        lines.append(f"at {moderate.rate:g} req/s: {cpu(moderate)}")
+    return "\n".join(lines)
+
+
+def render_profile(prof: dict[str, Any], n: int = 15) -> str:
+    lines = [f"py-spy profile at {prof['rate']:g} req/s, {prof['window']} "
+             f"({prof['samples']} samples)",
+             "  threads: " + ", ".join(f"{t} {f:.0%}" for t, f in prof["threads"]),
+             "  self time                                            share  us/req"]
+    lines += [f"    {fn[:50]:50s} {f:6.1%} {us:7.1f}" for fn, f, us in prof["self"][:n]]
+    lines.append("  inclusive time")
+    lines += [f"    {fn[:50]:50s} {f:6.1%} {us:7.1f}" for fn, f, us in prof["inclusive"][:n]]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -156,3 +156,16 @@ def test_sigterm_also_saves_a_partial_run(start_sim, tmp_path):
     m = orjson.loads((tmp_path / "term" / "manifest.json").read_bytes())
     assert m["status"] == "partial" and m["interrupted_by"] == "SIGTERM"
     assert (tmp_path / "term" / "summary.json").exists()
+
+
+@pytest.mark.e2e
+def test_an_invalid_run_says_so_in_the_table_and_the_exit_code(start_sim, tmp_path):
+    # A threshold no event loop can meet (1 microsecond) makes the self-check fail.
+    srv = start_sim("--step-base-ms", "1")
+    p = _run("run", "--base-url", srv.base_url, "--model", "sim-llm", "--request-rate", "50",
+             "--num-prompts", "20", "--random-input-len", "4", "--random-output-len", "2",
+             "--max-send-lag-ms", "0.001", "--result-dir", str(tmp_path), "--run-name", "inv")
+    assert p.returncode == 3
+    assert "== INVALID ==" in p.stdout and "generator fell behind its schedule" in p.stdout
+    s = orjson.loads((tmp_path / "inv" / "summary.json").read_bytes())
+    assert s["validity"]["valid"] is False

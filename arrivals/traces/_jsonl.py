@@ -1,0 +1,32 @@
+"""Streaming JSONL records with line numbers, shared by the JSONL readers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from arrivals.traces._csv import open_text
+from arrivals.traces.trace import TraceFormatError
+
+
+def json_lines(path: str | Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) per non-blank line; each object must have the ``required`` keys."""
+    with open_text(path) as f:
+        for line, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                rec = orjson.loads(text)
+            except orjson.JSONDecodeError as e:
+                raise TraceFormatError(path, line, None, f"not valid JSON ({e}); "
+                                       "expected one JSON object per line") from None
+            if not isinstance(rec, dict):
+                raise TraceFormatError(path, line, None, "expected a JSON object per line")
+            for k in required:
+                if k not in rec:
+                    raise TraceFormatError(path, line, k, f"missing key; the line has keys "
+                                           f"{sorted(rec)}")
+            yield line, rec
