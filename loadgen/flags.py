@@ -1,0 +1,65 @@
+"""Argument types for the command line: each rejects a bad value with a message naming the flag."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+class UsageError(ValueError):
+    """A flag has a bad value; the message names the flag."""
+
+
+def _positive_int(flag: str):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number, got {s!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be >= 1, got {v}")
+        return v
+    return parse
+
+
+def _positive_float(flag: str, allow_inf: bool = False):
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {s!r}") from None
+        if math.isnan(v) or v <= 0 or (math.isinf(v) and not allow_inf):
+            extra = " or inf" if allow_inf else ""
+            raise argparse.ArgumentTypeError(f"{flag} must be a number > 0{extra}, got {s!r}")
+        return v
+    return parse
+
+
+def _ratio(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--random-range-ratio must be a number, got {s!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"--random-range-ratio must be in [0, 1), got {s!r}")
+    return v
+
+
+def _header(s: str) -> tuple[str, str]:
+    if "=" not in s and ":" not in s:
+        raise argparse.ArgumentTypeError(f"--header must be KEY=VALUE or 'KEY: VALUE', got {s!r}")
+    sep = "=" if "=" in s and (":" not in s or s.index("=") < s.index(":")) else ":"
+    k, v = s.split(sep, 1)
+    return k.strip(), v.strip()
+
+
+def _json_obj(s: str) -> dict:
+    import orjson
+
+    try:
+        v = orjson.loads(s)
+    except orjson.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"--extra-body must be a JSON object: {e}") from None
+    if not isinstance(v, dict):
+        raise argparse.ArgumentTypeError("--extra-body must be a JSON object like '{\"temperature\": 0}'")
+    return v
