@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,14 @@ class ServerProcess:
     proc: subprocess.Popen | None = None
     env: dict[str, str] = field(default_factory=dict)
 
-    def start(self, timeout_s: float = 60.0) -> ServerProcess:
+    def start(
+        self, timeout_s: float = 60.0, ready: Callable[[], bool] | None = None
+    ) -> ServerProcess:
+        """Start the process; return once ``ready()`` (default: GET /health is 200) is true.
+
+        The base URL is given, or read from a ``listening on http://...`` line in the log.
+        """
+        ready = ready or self._healthy
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
@@ -63,7 +71,7 @@ class ServerProcess:
                 m = LISTEN_RE.search(self.log_path.read_bytes())
                 if m:
                     self.base_url = m.group(1).decode().rstrip("/")
-            if self.base_url and self._healthy():
+            if self.base_url and ready():
                 return self
             time.sleep(0.05)
         self.stop()

@@ -1,0 +1,146 @@
+"""One lifecycle for every runtime: start, wait until healthy AND serving the model, describe, stop.
+
+A runtime (``servers/<name>/runtime.py``) only says how to build its command line, its
+environment and its version; everything else is here, the same for all of them:
+
+- a free loopback port unless one is given (``pick_port``),
+- the server in its own process group, its output in a log file (``servers.process``),
+- healthy = ``GET /v1/models`` answers 200 and lists the expected model name (another process
+  may already answer on a port; a bare /health is not proof it is *our* server),
+- ``info()``: runtime, version, full command line, settings and environment overrides, for
+  the run manifest,
+- stopped (the whole process group) on exit, error or Ctrl-C; a server that fails to start
+  raises ``ServerStartError`` quoting the tail of its log.
+
+The batch-size axis maps to each runtime's own knob (table in docs/servers.md).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from servers.process import ServerProcess, ServerStartError, log_tail
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What the user asked for, in runtime-neutral terms."""
+
+    model: str
+    max_batch_size: int | None = None
+    tensor_parallel_size: int | None = None
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: pick a free port
+    served_model_name: str | None = None  # name clients must send; default: runtime decides
+    extra_args: tuple[str, ...] = ()  # passed through verbatim after the runtime's own flags
+    log_dir: Path = Path("results/servers")
+    startup_timeout_s: float = 300.0
+
+
+class Runtime(Protocol):
+    """How one runtime is started. Implementations are small and pure (no processes)."""
+
+    name: str
+
+    def command(self, s: ServeSettings, port: int) -> list[str]:
+        """The argv (a list, never a shell string) that serves ``s`` on ``port``."""
+        ...
+
+    def env(self, s: ServeSettings) -> dict[str, str]:
+        """Environment variables to add for the server process."""
+        ...
+
+    def model_name(self, s: ServeSettings) -> str:
+        """The model id the server will list in /v1/models."""
+        ...
+
+    def version(self) -> dict[str, Any]:
+        """The runtime's version, and how it was obtained (or {"unavailable": reason})."""
+        ...
+
+
+def pick_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the kernel's choice for port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def serves_model(base_url: str, model: str, timeout_s: float = 2.0) -> tuple[bool, str]:
+    """(True, "") if GET /v1/models lists ``model``; else (False, what was seen)."""
+    try:
+        with urllib.request.urlopen(base_url + "/v1/models", timeout=timeout_s) as r:
+            body = json.loads(r.read())
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        return False, f"{type(e).__name__}: {e}"
+    ids = [m.get("id") for m in body.get("data", []) if isinstance(m, dict)]
+    return (model in ids), f"serves {ids}"
+
+
+@dataclass
+class RunningServer:
+    runtime: Runtime
+    settings: ServeSettings
+    process: ServerProcess
+    base_url: str
+    model: str
+    started_s: float = 0.0
+    extra_info: dict[str, Any] = field(default_factory=dict)
+
+    def info(self) -> dict[str, Any]:
+        """Everything a run manifest needs to say which server produced the numbers."""
+        s = asdict(self.settings)
+        s["log_dir"] = str(s["log_dir"])
+        return {
+            "runtime": self.runtime.name,
+            "version": self.runtime.version(),
+            "argv": list(self.process.argv),
+            "env": self.runtime.env(self.settings),
+            "settings": s,
+            "base_url": self.base_url,
+            "model": self.model,
+            "pid": self.process.proc.pid if self.process.proc else None,
+            "startup_s": self.started_s,
+            "log": str(self.process.log_path),
+            **self.extra_info,
+        }
+
+    def stop(self) -> int | None:
+        return self.process.stop()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def launch(runtime: Runtime, s: ServeSettings) -> RunningServer:
+    """Start ``runtime`` with settings ``s`` and return once it serves the model."""
+    port = s.port or pick_port(s.host)
+    argv = runtime.command(s, port)
+    base_url = f"http://{s.host}:{port}"
+    log = Path(s.log_dir) / f"{runtime.name}-{port}.log"
+    proc = ServerProcess(argv=argv, log_path=log, base_url=base_url, env=runtime.env(s))
+    model = runtime.model_name(s)
+    t = time.monotonic()
+    proc.start(timeout_s=s.startup_timeout_s, ready=lambda: serves_model(base_url, model)[0])
+    deadline = t + s.startup_timeout_s
+    ok, seen = serves_model(base_url, model)
+    while not ok and time.monotonic() < deadline:
+        time.sleep(0.2)
+        ok, seen = serves_model(base_url, model)
+    if not ok:
+        proc.stop()
+        raise ServerStartError(
+            f"{runtime.name} answered at {base_url} but does not serve model {model!r} ({seen});"
+            f" another process may own port {port}.\n--- last lines of {log} ---\n{log_tail(log)}"
+        )
+    return RunningServer(runtime, s, proc, base_url, model, started_s=time.monotonic() - t)
