@@ -15,10 +15,10 @@ per response) for a few seconds, and each step gets two verdicts:
 The ladder climbs until the first step that does not keep up, then bisects a few times at the
 boundary of "sustained" (or, if no step was sustained, of "keeps up"). The headline is the
 highest sustained rate below the lowest rate that was not sustained (a lucky pass above a
-failure does not count). Client CPU per request and per output token comes
-from the run's own self-check (getrusage of the generator over t0..end, summary.json); the
-server's access log ($msec of each request) gives the rate the server really received, and
-/proc gives the CPU that nginx and everything else on the machine used during each step.
+failure does not count). Client CPU per request and per output token comes from the run's
+own self-check (getrusage of the generator over t0..end, summary.json); the server's access
+log ($msec of each request) gives the rate the server really received, and /proc gives the
+CPU that nginx and everything else on the machine used during each step.
 
 A second part sweeps the pacer's ``EngineOptions.spin_s`` (``--spin-us``): the same runs made
 through ``loadgen.run.execute`` with a different spin, to show send-lag precision against CPU.
@@ -26,7 +26,7 @@ through ``loadgen.run.execute`` with a different spin, to show send-lag precisio
 
 Run from the repository root with the project's virtual environment:
 
-    .venv/bin/python benchmarks/client_overhead.py            # about 3 minutes
+    .venv/bin/python benchmarks/client_overhead.py            # 2-3 minutes
     .venv/bin/python benchmarks/client_overhead.py --help
 
 Output: a table on stdout and benchmarks/results/client_overhead-<UTC time>.json
@@ -36,6 +36,7 @@ Output: a table on stdout and benchmarks/results/client_overhead-<UTC time>.json
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import re
@@ -49,7 +50,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -320,6 +321,10 @@ def hot_spots(collapsed: str, keep: Any = None, top: int = 25) -> dict[str, Any]
 # Edges: the null server, one measured generator process
 # --------------------------------------------------------------------------------------------
 
+class GeneratorBroken(RuntimeError):
+    """A generator process crashed without writing a summary: every further step would too."""
+
+
 class NullServer:
     """nginx started by tools/nullserver/start.sh; stopped by its master PID."""
 
@@ -475,12 +480,12 @@ def measure(step: Step, cmd: list[str], server: NullServer, run_dir: Path, timeo
     step.process_cpu_s = gen
     step.nginx_cores = ng / wall
     step.others_cores = max(0.0, (_busy_s() - busy0) - gen - ng - (_self_cpu_s() - self0)) / wall
-    step.run_dir = str(run_dir)
     summ, man = run_dir / "summary.json", run_dir / "manifest.json"
     if not summ.exists():
         err = (run_dir.parent / f"{run_dir.name}.stderr").read_text(errors="replace").strip()
         step.reasons = [f"no summary.json (rc={step.rc}): {err[-300:]}"]
         return step
+    step.run_dir = str(run_dir)
     s = orjson.loads(summ.read_bytes())
     m = orjson.loads(man.read_bytes())
     _fill(step, s)
@@ -561,10 +566,18 @@ def engine_child(argv: list[str]) -> int:
 
     wl = synthetic_workload(num_requests=a.num_prompts, request_rate=a.rate, process="poisson",
                             input_len=INPUT_LEN, output_len=OUTPUT_LEN, seed=a.seed)
+    extra: dict[str, Any] = {}
+    if "telemetry" in {f.name for f in fields(RunSpec)}:
+        try:  # the CLI's default telemetry (resource sampling), so the runs compare with the ladder
+            from loadgen.telemetry.commands import options_from_argv
+
+            extra["telemetry"] = options_from_argv([], a.base_url)
+        except ImportError:
+            pass
     spec = RunSpec(client=ClientConfig(base_url=a.base_url, model=MODEL), workload=wl,
                    engine=EngineOptions(spin_s=a.spin_us * 1e-6), result_dir=Path(a.result_dir),
                    run_name=a.run_name, progress=False, quiet=True,
-                   argv=["client_overhead.py", "_engine", *argv])
+                   argv=["client_overhead.py", "_engine", *argv], **extra)
     return execute(spec).exit_code
 
 
@@ -684,6 +697,9 @@ class Bench:
         measure(step, [*(wrap or []), *cmd], self.server, rd / name, self.timeout)
         print(f" {_verdict(step)}", file=sys.stderr)
         self.steps.append(step)
+        if not step.run_dir or not (Path(step.run_dir) / "summary.json").exists():
+            raise GeneratorBroken(f"the generator wrote no summary ({'; '.join(step.reasons)}); "
+                                  f"command: {' '.join(cmd)}")
         return step
 
     def ladder(self) -> None:
@@ -793,6 +809,9 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = str(e) or "SIGINT"
         print(f"\ninterrupted ({interrupted}): stopping nginx, writing what was measured",
               file=sys.stderr)
+    except GeneratorBroken as e:
+        interrupted = f"aborted: {e}"
+        print(f"client_overhead.py: stopping: {e}", file=sys.stderr)
     except RuntimeError as e:  # the null server did not start
         print(f"client_overhead.py: {e}", file=sys.stderr)
         return 1
@@ -839,7 +858,10 @@ def main(argv: list[str] | None = None) -> int:
         "example_command": " ".join(loadgen_cmd("http://127.0.0.1:PORT", a.moderate_rate,
                                                 round(a.moderate_rate * a.duration_s), "TMP",
                                                 "NAME", a.seed, exe="loadgen")),
-        "machine": {**basic_environment(), "load_average_at_start": load0},
+        "machine": {**basic_environment(), "load_average_at_start": load0,
+                    # pyarrow imports pandas, when installed, at its first pa.array() call,
+                    # i.e. in the records thread during a run (about 0.5 s of imports)
+                    "pandas_installed": importlib.util.find_spec("pandas") is not None},
         "tool": tool_info(),
         "null_server": {"start_sh": str(start_sh), "nginx": server.version,
                         "body": f"{OUTPUT_LEN} token events + usage + [DONE]"},
@@ -858,6 +880,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run directories: {work / 'runs'}")
     else:
         shutil.rmtree(work, ignore_errors=True)
+    if interrupted and interrupted.startswith("aborted"):
+        return 1
     return 130 if interrupted else 0
 
 

@@ -22,9 +22,12 @@ from loadgen.flags import UsageError, _header, _json_obj, _positive_float, _posi
 from loadgen.workload_flags import add_workload_arguments, build_workload
 
 # Modules that add sub-commands (see the module docstring). One line each.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("analysis.report_commands", "analysis.commands",
+                                    "loadgen.telemetry.commands",
+                                    "arrivals.commands",
+                                    "servers.models.commands")
 # Modules that add runtimes under `loadgen serve` (servers issue). One line each.
-SERVE_MODULES: tuple[str, ...] = ()
+SERVE_MODULES: tuple[str, ...] = ("servers.llamacpp.cli", "servers.pytorch.cli")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,6 +87,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="accepted for vllm bench serve compatibility; every run is saved")
     o.add_argument("--no-progress", dest="progress", action="store_false", help="no progress line")
     o.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
+
+    from loadgen.telemetry.commands import add_telemetry_arguments
+
+    add_telemetry_arguments(e, o)  # read by loadgen.run from the command line (docs/telemetry.md)
 
 
 def client_config(ns: argparse.Namespace) -> ClientConfig:

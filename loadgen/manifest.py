@@ -1,9 +1,11 @@
 """The run manifest: configuration, seeds, tool version and commit, and the basic environment.
 
 Every field says how it was obtained, and a field that could not be read is recorded as
-``{"unavailable": reason}``, never guessed. (The full environment manifest, with GPUs, NUMA,
-huge pages and kernel command line, is the telemetry module's.) The file is rewritten
-atomically (temporary file + rename), so a crash never leaves half a manifest.
+``{"unavailable": reason}``, never guessed. A run's ``environment`` is the full environment
+manifest of ``loadgen.telemetry.env.environment()`` (GPUs, NUMA, huge pages, kernel command
+line, container/VM; docs/telemetry.md); ``basic_environment()`` is kept for callers that want
+the short form. The file is rewritten atomically (temporary file + rename), so a crash never
+leaves half a manifest.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Run directory layout (docs/schema.md):
                       status (running -> complete | partial | failed)
   requests.parquet    one row per request (loadgen.records.SCHEMA), streamed during the run
   timeseries.parquet  once a second: intended/started/sent/done/failed/in-flight, loop lag, CPU
+  telemetry.parquet, server_metrics.parquet, requests_joined.parquet
+                      with RunSpec.telemetry (docs/telemetry.md)
   summary.json        analysis.summary.summarize() of the above
   summary.txt         the table printed at the end
 """
@@ -12,6 +14,7 @@ Run directory layout (docs/schema.md):
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import signal
 import sys
@@ -31,7 +34,6 @@ from arrivals.workload import Workload
 from loadgen.clients.openai import ClientConfig
 from loadgen.engine import TIMESERIES_COLUMNS, EngineOptions, prepare_bodies, run_engine
 from loadgen.manifest import (
-    basic_environment,
     redact_argv,
     redact_headers,
     tool_info,
@@ -40,6 +42,8 @@ from loadgen.manifest import (
 from loadgen.preflight import preflight
 from loadgen.progress import Progress
 from loadgen.records import SCHEMA_VERSION, RecordWriter
+from loadgen.telemetry.env import environment
+from loadgen.telemetry.session import TelemetryOptions, TelemetrySession
 
 EXIT_VALID, EXIT_ERROR, EXIT_USAGE, EXIT_INVALID = 0, 1, 2, 3
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
@@ -59,6 +63,9 @@ class RunSpec:
     quiet: bool = False
     argv: list[str] = field(default_factory=list)
     extra_manifest: dict[str, Any] = field(default_factory=dict)
+    # None: no time series (the environment manifest is always written). The CLI sets it from
+    # its telemetry flags (loadgen.telemetry.commands.options_from_argv).
+    telemetry: TelemetryOptions | None = None
 
 
 @dataclass
@@ -119,7 +126,7 @@ def new_manifest(spec: RunSpec, run_dir: Path, server: dict[str, Any]) -> dict[s
                      "intended_duration_s": wl.duration},
         "seeds": {"workload": wl.description.get("seed")},
         "server": server,
-        "environment": basic_environment(),
+        "environment": environment(),
         "clock": {"source": "time.perf_counter (CLOCK_MONOTONIC)", "t0_unix": None},
         **spec.extra_manifest,
     })
@@ -131,8 +138,12 @@ async def _run_async(spec: RunSpec, run_dir: Path, manifest: dict[str, Any]) -> 
     writer = RecordWriter(run_dir / "requests.parquet", keep_chunk_times=spec.keep_chunk_times)
     progress = Progress(len(spec.workload), spec.workload.duration,
                         enabled=spec.progress and not spec.quiet)
-    task = loop.create_task(run_engine(spec.workload, spec.client, writer, spec.engine,
-                                       bodies=bodies, on_progress=progress))
+    # Telemetry (optional): threads beside the loop; the writer/progress hooks are O(1).
+    tel = TelemetrySession(spec.telemetry).start() if spec.telemetry is not None else None
+    engine_writer = tel.wrap_writer(writer) if tel is not None else writer
+    on_progress = tel.wrap_progress(progress) if tel is not None else progress
+    task = loop.create_task(run_engine(spec.workload, spec.client, engine_writer, spec.engine,
+                                       bodies=bodies, on_progress=on_progress))
     interrupted: list[str] = []
 
     def on_signal(name: str) -> None:
@@ -152,6 +163,8 @@ async def _run_async(spec: RunSpec, run_dir: Path, manifest: dict[str, Any]) -> 
             loop.remove_signal_handler(sig)
         writer.close()
         progress.close()
+        if tel is not None:
+            tel.stop()
     ts = pa.Table.from_arrays(
         [pa.array([r[i] for r in res.timeseries], type=pa.float64()) for i in range(len(TIMESERIES_COLUMNS))],
         names=list(TIMESERIES_COLUMNS),
@@ -163,6 +176,8 @@ async def _run_async(spec: RunSpec, run_dir: Path, manifest: dict[str, Any]) -> 
     manifest["interrupted_by"] = interrupted[0] if interrupted else None
     manifest["clock"]["t0_unix"] = res.t0_unix
     manifest["clock"]["t0_utc"] = datetime.fromtimestamp(res.t0_unix, UTC).isoformat()
+    if tel is not None:
+        manifest["telemetry"] = tel.finish(run_dir, res.t0, res.wall_s)
     manifest["generator"] = {
         "wall_s": res.wall_s,
         "cpu_s": res.cpu_s,
@@ -177,6 +192,19 @@ def execute(spec: RunSpec) -> RunResult:
     """Run the benchmark described by ``spec`` and write its run directory."""
     import uvloop  # imported here: only the process that runs the engine needs it
 
+    if spec.telemetry is None and spec.argv[1:2] == ["run"]:  # `loadgen run` flags
+        from dataclasses import replace
+
+        from loadgen.telemetry.commands import options_from_argv
+
+        spec = replace(spec, telemetry=options_from_argv(spec.argv[1:], spec.client.base_url))
+    # Before t0: import what the records thread would import mid-run (pyarrow pulls in pandas
+    # on its first conversion) and freeze the heap so that full garbage collections of the
+    # imported modules' objects do not pause the event loop during the run (measured: 40-60 ms
+    # pauses without, benchmarks/README.md).
+    pa.array([0.0])
+    gc.collect()
+    gc.freeze()
     server: dict[str, Any] = {}
     if spec.do_preflight:
         server = uvloop.run(preflight(spec.client))

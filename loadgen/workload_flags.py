@@ -12,8 +12,41 @@ TRACE_FORMATS = ("burstgpt", "azure", "mooncake", "csv", "jsonl")  # arrivals.tr
 
 def add_workload_arguments(w) -> None:
     """Flags that build a workload (shared by ``loadgen run`` and ``loadgen plan``)."""
-    w.add_argument("--dataset-name", default="random", choices=["random"],
-                   help="prompt source: random (synthetic word prompts of the given lengths)")
+    w.add_argument("--dataset-name", default="random",
+                   choices=["random", "sharegpt", "alpaca", "hf", "jsonl"],
+                   help="prompt source: random (synthetic word prompts of the given lengths), "
+                   "sharegpt, alpaca, hf (a Hugging Face dataset or local data file) or jsonl "
+                   "({\"prompt\", \"output_len\"?} per line); needs --dataset-path")
+    w.add_argument("--dataset-path", default=None, metavar="PATH",
+                   help="the dataset file (or, for hf, a hub name or local file)")
+    w.add_argument("--dataset-multi-turn", action="store_true",
+                   help="sharegpt: send the whole conversation up to its last human turn, "
+                   "flattened (default: the first human turn)")
+    w.add_argument("--hf-split", default="train", help="split of an hf dataset (default train)")
+    w.add_argument("--hf-columns", default=None, metavar="prompt=COL[,output=COL]",
+                   help="columns of an hf dataset holding the prompt and the reference answer "
+                   "(default prompt=prompt)")
+    w.add_argument("--output-len", type=_positive_int("--output-len"), default=None,
+                   help="fixed output length (max_tokens) for dataset prompts (default: the "
+                   "length of the dataset's reference answer, else --random-output-len)")
+    w.add_argument("--from-fit", default=None, metavar="MODEL.json",
+                   help="generate requests from a model fitted by `loadgen workload fit` "
+                   "(at --request-rate, default the fitted rate)")
+    w.add_argument("--length-scale", type=_positive_float("--length-scale"), default=1.0,
+                   metavar="X", help="with --from-fit: multiply every length by X (default 1)")
+    w.add_argument("--tokenizer", default=None, metavar="PATH",
+                   help="local tokenizer (tokenizer.json or a folder holding one): counts "
+                   "dataset tokens and builds exact-length prompts")
+    w.add_argument("--prompt-tokens-from", default=None, choices=["tokenizer", "server", "words"],
+                   help="how synthetic prompts (trace, --from-fit, random) get their token "
+                   "length: exactly with --tokenizer, exactly with the server's /tokenize "
+                   "(falls back to words if it does not answer), or common words ~1 token "
+                   "each (the default)")
+    w.add_argument("--tokenize-url", default=None, metavar="URL",
+                   help="server for --prompt-tokens-from server (default: --base-url of run)")
+    w.add_argument("--hash-id-prefixes", action="store_true",
+                   help="mooncake traces: requests with equal leading hash_ids share equal "
+                   "512-token prompt prefixes")
     w.add_argument("--num-prompts", type=_positive_int("--num-prompts"), default=None,
                    help="number of requests (default 1000; with --trace or --plan: a cap, "
                    "default all)")
@@ -112,6 +145,17 @@ def build_workload(ns: argparse.Namespace):
                           item_ids=None if wl.item_ids is None else wl.item_ids[:n],
                           description={**wl.description, "plan": str(ns.plan), "capped_to": n})
         return wl
+    if ns.trace and getattr(ns, "from_fit", None):
+        raise UsageError("--trace and --from-fit are exclusive")
+    if getattr(ns, "from_fit", None) or getattr(ns, "dataset_name", "random") != "random" \
+            or getattr(ns, "prompt_tokens_from", None) or getattr(ns, "tokenizer", None) \
+            or getattr(ns, "hash_id_prefixes", False):
+        return _build_data_workload(ns)
+    return _build_base(ns)
+
+
+def _build_base(ns: argparse.Namespace, keep: dict | None = None):
+    """The trace or random workload of the flags (with word prompts); ``keep`` gets the trace."""
     if ns.trace:
         from arrivals import transforms as tf
         from arrivals.trace_workload import trace_workload
@@ -133,6 +177,8 @@ def build_workload(ns: argparse.Namespace):
             tr = tf.speedup(tr, ns.trace_speedup)
         if ns.trace_rate:
             tr = tf.to_rate(tr, ns.trace_rate, seed=ns.seed)
+        if keep is not None:
+            keep["trace"] = tr
         return trace_workload(tr, seed=ns.seed, drop_failed=not ns.trace_keep_failed,
                               max_requests=ns.num_prompts)
     from arrivals.workload import synthetic_workload
@@ -143,3 +189,95 @@ def build_workload(ns: argparse.Namespace):
         burstiness=ns.burstiness, input_len=ns.random_input_len, output_len=ns.random_output_len,
         range_ratio=ns.random_range_ratio, seed=ns.seed,
     )
+
+
+def _tokenize_url(ns: argparse.Namespace) -> str | None:
+    if getattr(ns, "tokenize_url", None):
+        return ns.tokenize_url
+    if getattr(ns, "base_url", None):
+        return ns.base_url
+    if getattr(ns, "host", None) and getattr(ns, "port", None):
+        return f"http://{ns.host}:{ns.port}"
+    return None
+
+
+def _build_data_workload(ns: argparse.Namespace):
+    """Dataset prompts, a fitted model, or exact-length / prefix-sharing prompts (arrivals)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from arrivals.tokens import (
+        ServerTokenizer,
+        hash_id_prompts,
+        load_tokenizer,
+        prompts_for_lengths,
+    )
+
+    tok = load_tokenizer(ns.tokenizer) if ns.tokenizer else None
+    source = ns.prompt_tokens_from or ("tokenizer" if tok is not None else None)
+    process = ns.arrival or ("gamma" if ns.burstiness != 1.0 else "poisson")
+    if ns.dataset_name != "random":
+        if ns.trace or ns.from_fit:
+            raise UsageError(f"--dataset-name {ns.dataset_name} cannot be combined with "
+                             "--trace or --from-fit (they bring their own requests)")
+        if not ns.dataset_path:
+            raise UsageError(f"--dataset-name {ns.dataset_name} needs --dataset-path PATH")
+        if ns.prompt_tokens_from or ns.hash_id_prefixes:
+            raise UsageError("--prompt-tokens-from and --hash-id-prefixes apply to synthetic "
+                             "prompts (trace, --from-fit, random), not to dataset prompts")
+        from arrivals.datasets import dataset_workload, load_dataset_items, parse_hf_columns
+
+        try:
+            cols = parse_hf_columns(ns.hf_columns) if ns.hf_columns else None
+        except ValueError as e:
+            raise UsageError(f"--hf-columns: {e}") from None
+        items = load_dataset_items(ns.dataset_name, ns.dataset_path,
+                                   multi_turn=ns.dataset_multi_turn, hf_split=ns.hf_split,
+                                   hf_columns=cols)
+        return dataset_workload(
+            items, num_requests=ns.num_prompts, request_rate=ns.request_rate, process=process,
+            burstiness=ns.burstiness, output_len=ns.output_len,
+            default_output_len=ns.random_output_len,
+            token_counter=tok.count if tok is not None else None,
+            token_counter_name=f"tokenizer:{tok.source}" if tok is not None else
+            "words (whitespace-word estimate)", seed=ns.seed)
+    keep: dict = {}
+    if ns.from_fit:
+        from arrivals.fit import WorkloadModel, model_workload
+
+        model = WorkloadModel.load(ns.from_fit)
+        rate = None if ns.request_rate == math.inf else ns.request_rate
+        wl = model_workload(model, ns.num_prompts or 1000, request_rate=rate,
+                            length_scale=ns.length_scale, seed=ns.seed)
+    else:
+        wl = _build_base(ns, keep)
+    rng_seed = ns.seed + 1  # text differs from the schedule's stream
+    if ns.hash_id_prefixes:
+        tr = keep.get("trace")
+        if tr is None or "hash_ids" not in tr.extra:
+            raise UsageError("--hash-id-prefixes needs a --trace with hash_ids "
+                             "(--trace-format mooncake)")
+        by_row = dict(zip(tr.row.tolist(), tr.extra["hash_ids"], strict=True))
+        ids = [by_row[int(i.rsplit(":", 1)[1])] for i in wl.item_ids or []]
+        if source == "server":
+            raise UsageError("--hash-id-prefixes works with --prompt-tokens-from tokenizer or "
+                             "words")
+        prompts, info = hash_id_prompts(ids, wl.input_tokens,
+                                        tokenizer=tok if source == "tokenizer" else None,
+                                        seed=rng_seed)
+    elif source is not None:
+        server = None
+        if source == "server":
+            url = _tokenize_url(ns)
+            if not url:
+                raise UsageError("--prompt-tokens-from server needs --tokenize-url URL")
+            server = ServerTokenizer(url, getattr(ns, "served_model_name", None)
+                                     or getattr(ns, "model", None))
+        prompts, info = prompts_for_lengths(np.asarray(wl.input_tokens), source,
+                                            tokenizer=tok, server=server, seed=rng_seed)
+    else:
+        return wl
+    desc = {**wl.description, "prompts": info,
+            "prompt_text": f"synthetic, lengths from {info['prompt_tokens_from']}"}
+    return replace(wl, prompts=prompts, description=desc)

@@ -6,11 +6,21 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import orjson
 import pytest
 
 LOADGEN = [sys.executable, "-m", "loadgen"]
+
+
+def _wait_for_run_start(run_dir: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait until the run directory's manifest exists (imports and preflight are done)."""
+    deadline = time.monotonic() + timeout
+    while not (run_dir / "manifest.json").exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "run did not start"
+        time.sleep(0.05)
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -59,7 +69,8 @@ def test_sigint_leaves_a_readable_partial_run(start_sim, tmp_path):
          "--result-dir", str(tmp_path), "--run-name", "cut", "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    time.sleep(3.0)  # ~60 requests sent, each ~0.5 s long: several in flight
+    _wait_for_run_start(tmp_path / "cut", proc)
+    time.sleep(2.0)  # ~40 requests sent, each ~0.5 s long: several in flight
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
@@ -149,7 +160,8 @@ def test_sigterm_also_saves_a_partial_run(start_sim, tmp_path):
          "--result-dir", str(tmp_path), "--run-name", "term", "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    time.sleep(2.5)
+    _wait_for_run_start(tmp_path / "term", proc)
+    time.sleep(1.5)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == 143

@@ -1,0 +1,1 @@
+"""llama.cpp runtimes: the C++ llama-server (preferred) and llama-cpp-python's server."""

@@ -1,0 +1,1 @@
+"""Tiny model makers for tests and demos (``loadgen models make-tiny``)."""
