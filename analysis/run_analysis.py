@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from analysis.ci import percentile_ci
 from analysis.fit import fit_e2e, fit_ttft
+from analysis.jsonsafe import plain
 from analysis.length import length_buckets
 from analysis.load import Run
 from analysis.metrics import col
@@ -148,17 +149,5 @@ def analyze(run: Run, *, slo: SLO | str | None = None,
         "slo": slo_section,
         "smoothness": smooth,
     }
-    return _plain(result)
+    return plain(result, nonfinite_to_none=True)
 
-
-def _plain(x: Any) -> Any:
-    """numpy scalars to Python numbers and non-finite floats to None, recursively."""
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x

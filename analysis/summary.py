@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from analysis.histograms import PERCENTILES, describe_ms, percentile_word
+from analysis.jsonsafe import plain
 from analysis.load import Run
 from analysis.metrics import col, derive
 from analysis.selfcheck import interarrival_ks, rate_windows, verdict
@@ -123,18 +124,8 @@ def summarize(run: Run) -> dict[str, Any]:
         },
     }
     summary.update(_vllm_keys(summary, lat_sent, cfg, wl, n_ok, n_failed, in_total, out_total, duration))
-    return _plain(summary)
+    return plain(summary)
 
-
-def _plain(x: Any) -> Any:
-    """numpy scalars to Python numbers, recursively, so any JSON encoder takes the summary."""
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 def _cpu(gen: dict, n_requests: int, out_tokens: int) -> dict | None:
