@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 STATUSES = (
     "ok",  # complete, well-formed response
@@ -56,6 +56,16 @@ SCHEMA = pa.schema(
         ("expected_output_tokens", pa.int64()),
         ("dataset", pa.string()),
         ("item_id", pa.string()),
+        # 1.1: multi-turn sessions, per-chunk token counts, server-side timings, payload size,
+        # the server tokenize endpoint's count (third token-count source)
+        ("session_id", pa.string()),
+        ("turn", pa.int32()),
+        ("chunk_tokens", pa.list_(pa.int32())),
+        ("server_queue_s", pa.float64()),
+        ("server_prefill_s", pa.float64()),
+        ("server_decode_s", pa.float64()),
+        ("request_bytes", pa.int64()),
+        ("input_tokens_tokenize", pa.int64()),
     ],
     metadata={b"llm_loadgen_schema_version": SCHEMA_VERSION.encode()},
 )
@@ -89,6 +99,14 @@ class Record:
     expected_output_tokens: int | None = None
     dataset: str | None = None
     item_id: str | None = None
+    session_id: str | None = None
+    turn: int | None = None
+    chunk_tokens: list[int] | None = field(default=None)
+    server_queue_s: float = NAN
+    server_prefill_s: float = NAN
+    server_decode_s: float = NAN
+    request_bytes: int | None = None
+    input_tokens_tokenize: int | None = None
 
     def row(self) -> tuple:
         return tuple(getattr(self, c) for c in COLUMNS)
@@ -124,6 +142,7 @@ class RecordWriter:
     def add(self, rec: Record) -> None:
         if not self.keep_chunk_times:
             rec.chunk_times = None
+            rec.chunk_tokens = None
         self._pending.append(rec.row())
         if len(self._pending) >= self.flush_rows:
             self.flush()

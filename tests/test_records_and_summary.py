@@ -40,7 +40,7 @@ def test_records_round_trip_with_schema_version(tmp_path):
     recs = [_ok(i, i * 0.5, 0.001, 0.1, 0.01, 5) for i in range(7)]
     run = _write_run(tmp_path, recs, MANIFEST)
     assert run.requests.num_rows == 7
-    assert run.requests.schema.metadata[b"llm_loadgen_schema_version"] == b"1.0"
+    assert run.requests.schema.metadata[b"llm_loadgen_schema_version"] == b"1.1"
     assert run.requests.column("chunk_times")[3].as_py() == recs[3].chunk_times
 
 
