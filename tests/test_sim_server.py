@@ -127,7 +127,8 @@ def test_isolated_stream_matches_predicted_ttft_and_itl(kind: str) -> None:
     async def test() -> None:
         async with sim(costs=costs) as (_, session):
             await stream(session, path, payload)  # warm the keep-alive connection
-            got = await stream(session, path, payload)
+            repeats = [await stream(session, path, payload) for _ in range(5)]
+        got = repeats[0]
         assert got.status == 200 and got.error is None
         tokens = got.token_events()
         assert len(tokens) == n_out
@@ -141,10 +142,13 @@ def test_isolated_stream_matches_predicted_ttft_and_itl(kind: str) -> None:
         finishes = [e["choices"][0]["finish_reason"] for _, e in tokens]
         assert finishes == [None] * (n_out - 1) + ["length"]
         assert count_prompt_tokens(got.text()) == n_out
-        ttft = tokens[0][0] - got.t_sent
-        itl = statistics.fmean(b[0] - a[0] for a, b in pairwise(tokens))
+        # Client and server share one process here, so a busy machine (CI) can only ever add
+        # delay: the smallest TTFT of 5 isolated streams and the median gap are robust to that.
         # Tolerance: 2 ms + 10 %. Measured on a 2-vCPU VM: TTFT +1.4 ms (HTTP request and
-        # response on loopback ~1.1 ms, timer wake-up ~0.25 ms), mean ITL within 10 us.
+        # response on loopback ~1.1 ms, timer wake-up ~0.25 ms), ITL within 10 us; one CI run
+        # saw a single stream's TTFT +3.7 ms, hence the minimum over repeats.
+        ttft = min(r.token_events()[0][0] - r.t_sent for r in repeats)
+        itl = statistics.median(b[0] - a[0] for r in repeats for a, b in pairwise(r.token_events()))
         assert abs(ttft - predicted["ttft"]) < 0.002 + 0.1 * predicted["ttft"], ttft
         assert abs(itl - predicted["itl"]) < 0.002 + 0.1 * predicted["itl"], itl
 
