@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-import aiohttp
 import numpy as np
 
 from arrivals.workload import Workload
-from loadgen.clients.openai import ClientConfig, build_body, send
+from loadgen.clients.base import Client, as_client
+from loadgen.clients.pool import make_session  # noqa: F401  (re-exported: older imports)
 from loadgen.pacer import releases
 from loadgen.records import Record, RecordWriter
 
@@ -69,37 +69,18 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def prepare_bodies(workload: Workload, cfg: ClientConfig) -> list[bytes]:
-    """Every request body, JSON-encoded before t0 so the event loop only sends bytes."""
-    outs = workload.output_tokens.tolist()
-    return [build_body(cfg, p, o) for p, o in zip(workload.prompts, outs, strict=True)]
-
-
-def make_session(opts: EngineOptions, timeout_s: float) -> aiohttp.ClientSession:
-    """One keep-alive connection pool, unlimited unless asked, large read buffers."""
-    connector = aiohttp.TCPConnector(
-        limit=opts.connection_limit,
-        limit_per_host=0,
-        ttl_dns_cache=None,
-        family=socket.AF_UNSPEC,
-        enable_cleanup_closed=False,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        read_bufsize=opts.read_bufsize,
-        timeout=aiohttp.ClientTimeout(total=timeout_s),
-        auto_decompress=True,
-        trust_env=False,
-    )
+def prepare_bodies(workload: Workload, client: Any) -> Sequence[Any]:
+    """Every request payload, built before t0 so the event loop only sends prepared bytes."""
+    return as_client(client).prepare(workload)
 
 
 async def run_engine(
     workload: Workload,
-    cfg: ClientConfig,
+    client: Client | Any,
     writer: RecordWriter,
     opts: EngineOptions = EngineOptions(),
     *,
-    bodies: list[bytes] | None = None,
+    bodies: Sequence[Any] | None = None,
     on_progress: Callable[[EngineResult, float], None] | None = None,
     start_delay_s: float = 0.05,
 ) -> EngineResult:
@@ -110,9 +91,8 @@ async def run_engine(
     """
     loop = asyncio.get_running_loop()
     clock = time.perf_counter
-    bodies = bodies if bodies is not None else prepare_bodies(workload, cfg)
-    headers = cfg.request_headers()
-    timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
+    client = as_client(client)
+    bodies = bodies if bodies is not None else client.prepare(workload)
     t_int = np.ascontiguousarray(workload.t_intended, dtype=np.float64)
     t_int_list = t_int.tolist()
     exp_in = workload.input_tokens.tolist()
@@ -125,7 +105,7 @@ async def run_engine(
     lags: list[float] = []
     ts_rows: list[tuple] = []
 
-    async with make_session(opts, cfg.timeout_s) as session:
+    async with client.connect(opts) as send:
         t0 = clock() + start_delay_s
         res = EngineResult(t0=t0, t0_unix=time.time() + start_delay_s, counters=c)
         cpu0 = _cpu()
@@ -154,12 +134,12 @@ async def run_engine(
                     rec.slot_wait = clock() - t_a
                     try:
                         c.sent += 1
-                        await send(session, cfg, headers, bodies[k], rec, t0, timeout)
+                        await send(bodies[k], rec, t0)
                     finally:
                         sem.release()
                 else:
                     c.sent += 1
-                    await send(session, cfg, headers, bodies[k], rec, t0, timeout)
+                    await send(bodies[k], rec, t0)
             finally:
                 c.in_flight -= 1
                 c.done += 1

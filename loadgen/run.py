@@ -31,15 +31,14 @@ from analysis.load import load_run
 from analysis.summary import summarize
 from analysis.table import render_summary
 from arrivals.workload import Workload
+from loadgen.clients.base import Client, as_client
 from loadgen.clients.openai import ClientConfig
-from loadgen.engine import TIMESERIES_COLUMNS, EngineOptions, prepare_bodies, run_engine
+from loadgen.engine import TIMESERIES_COLUMNS, EngineOptions, run_engine
 from loadgen.manifest import (
     redact_argv,
-    redact_headers,
     tool_info,
     write_json_atomic,
 )
-from loadgen.preflight import preflight
 from loadgen.progress import Progress
 from loadgen.records import SCHEMA_VERSION, RecordWriter
 from loadgen.telemetry.env import environment
@@ -51,7 +50,7 @@ EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 
 @dataclass(frozen=True)
 class RunSpec:
-    client: ClientConfig
+    client: ClientConfig | Client  # an OpenAI ClientConfig, or any loadgen/clients Client
     workload: Workload
     engine: EngineOptions = field(default_factory=EngineOptions)
     result_dir: Path = Path("results")
@@ -91,16 +90,13 @@ def _json_safe(x: Any) -> Any:
 def default_run_name(spec: RunSpec) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     rate = spec.workload.description.get("request_rate", "plan")
-    model = (spec.client.served_model_name or spec.client.model).replace("/", "_")
+    model = as_client(spec.client).label.replace("/", "_")
     return f"{stamp}-{model}-rate{rate}"
 
 
-def _client_manifest(c: ClientConfig) -> dict[str, Any]:
-    d = asdict(c)
-    d["api_key"] = "<redacted>" if c.api_key else None
-    d["headers"] = redact_headers(c.headers)
-    d["url"] = c.url
-    return d
+def _client_manifest(c: ClientConfig | Client) -> dict[str, Any]:
+    client = as_client(c)
+    return {"kind": client.kind, **client.describe()}
 
 
 def new_manifest(spec: RunSpec, run_dir: Path, server: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +130,7 @@ def new_manifest(spec: RunSpec, run_dir: Path, server: dict[str, Any]) -> dict[s
 
 async def _run_async(spec: RunSpec, run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    bodies = prepare_bodies(spec.workload, spec.client)
+    bodies = as_client(spec.client).prepare(spec.workload)
     writer = RecordWriter(run_dir / "requests.parquet", keep_chunk_times=spec.keep_chunk_times)
     progress = Progress(len(spec.workload), spec.workload.duration,
                         enabled=spec.progress and not spec.quiet)
@@ -197,7 +193,7 @@ def execute(spec: RunSpec) -> RunResult:
 
         from loadgen.telemetry.commands import options_from_argv
 
-        spec = replace(spec, telemetry=options_from_argv(spec.argv[1:], spec.client.base_url))
+        spec = replace(spec, telemetry=options_from_argv(spec.argv[1:], as_client(spec.client).base_url))
     # Before t0: import what the records thread would import mid-run (pyarrow pulls in pandas
     # on its first conversion) and freeze the heap so that full garbage collections of the
     # imported modules' objects do not pause the event loop during the run (measured: 40-60 ms
@@ -207,7 +203,7 @@ def execute(spec: RunSpec) -> RunResult:
     gc.freeze()
     server: dict[str, Any] = {}
     if spec.do_preflight:
-        server = uvloop.run(preflight(spec.client))
+        server = uvloop.run(as_client(spec.client).preflight())
     run_dir = Path(spec.result_dir) / (spec.run_name or default_run_name(spec))
     run_dir.mkdir(parents=True, exist_ok=False)
     manifest = new_manifest(spec, run_dir, server)

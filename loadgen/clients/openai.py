@@ -9,15 +9,23 @@ attempt is one record, with its cause when it failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
+from loadgen.clients.base import Sender
+from loadgen.clients.pool import make_session
 from loadgen.records import Record
 from loadgen.sse import parse_stream
+
+if TYPE_CHECKING:
+    from arrivals.workload import Workload
+    from loadgen.engine import EngineOptions
 
 ENDPOINTS = {
     "/v1/completions": "completions",
@@ -201,3 +209,52 @@ async def send(
     except aiohttp.ClientError as e:
         rec.t_done = clock() - t0
         rec.status, rec.error = "invalid_response", _describe(e)
+
+
+class OpenAIClient:
+    """The ``Client`` (loadgen/clients/base.py) for OpenAI-compatible endpoints."""
+
+    kind = "openai"
+
+    def __init__(self, cfg: ClientConfig) -> None:
+        self.cfg = cfg
+
+    @property
+    def label(self) -> str:
+        return self.cfg.served_model_name or self.cfg.model
+
+    @property
+    def base_url(self) -> str:
+        return self.cfg.base_url
+
+    def prepare(self, workload: Workload) -> Sequence[bytes]:
+        """Every request body, JSON-encoded before t0 so the event loop only sends bytes."""
+        outs = workload.output_tokens.tolist()
+        return [build_body(self.cfg, p, o) for p, o in zip(workload.prompts, outs, strict=True)]
+
+    @contextlib.asynccontextmanager
+    async def connect(self, opts: EngineOptions) -> AsyncIterator[Sender]:
+        cfg = self.cfg
+        headers = cfg.request_headers()
+        timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
+        async with make_session(opts, cfg.timeout_s) as session:
+
+            async def sender(body: bytes, rec: Record, t0: float) -> None:
+                await send(session, cfg, headers, body, rec, t0, timeout)
+
+            yield sender
+
+    def describe(self) -> dict[str, Any]:
+        from loadgen.manifest import redact_headers
+
+        c = self.cfg
+        d = asdict(c)
+        d["api_key"] = "<redacted>" if c.api_key else None
+        d["headers"] = redact_headers(c.headers)
+        d["url"] = c.url
+        return d
+
+    async def preflight(self) -> dict[str, Any]:
+        from loadgen.preflight import preflight
+
+        return await preflight(self.cfg)
