@@ -50,7 +50,106 @@ def _output_text(choice: dict, chat: bool) -> str | None:
 
 
 def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamResult:
-    """Token events, usage and end-of-stream markers of an OpenAI completions/chat stream."""
+    """Token events, usage and end-of-stream markers of an OpenAI completions/chat stream.
+
+    Most streams are plain (LF framing, one ``data:`` line per event, ``[DONE]`` last): those
+    are decoded with one ``orjson.loads`` of all events at once (``_plain_stream``, 3-5x
+    cheaper per request than one call per event); anything else, or anything that the fast
+    path cannot decode, goes through the general parser, which gives the same result and the
+    precise error.
+    """
+    fast = _plain_stream(pieces, times)
+    if fast is not None:
+        objs, ev_times, events, done = fast
+        res = StreamResult()
+        for obj, t, e in zip(objs, ev_times, events, strict=True):
+            res.n_events += 1
+            if not _apply(res, obj, t, chat, e[6:]):
+                return res
+        if done:
+            res.n_events += 1
+            res.done = True
+        return res
+    return _parse_general(pieces, times, chat)
+
+
+def _plain_stream(pieces: list[bytes], times: list[float]
+                  ) -> tuple[list, list[float], list[bytes], bool] | None:
+    """(decoded events, each event's time, raw events, saw [DONE]) of a plain stream; None
+    otherwise.
+
+    Plain: no CR, every event is exactly one ``data: `` line ended by a blank line, ``[DONE]``
+    only as the last event. The events' data are joined into one JSON array and decoded in one
+    call; the count of decoded values must equal the count of events (so data such as
+    ``{..},{..}`` in one event cannot pass as two). An event's time is that of the read holding
+    its terminating second newline, as in the general parser.
+    """
+    data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    if not data.endswith(b"\n\n") or b"\r" in data:
+        return None
+    events = data[:-2].split(b"\n\n")
+    n = len(events)
+    if data.count(b"\n") != 2 * n:
+        return None  # a data field spans lines, or blank lines repeat: general parser
+    for e in events:
+        if not e.startswith(b"data: "):
+            return None
+    done = events[-1] == b"data: [DONE]"
+    if done:
+        events.pop()
+    if not events:
+        return ([], [], [], done) if done else None
+    body = b",".join([e[6:] for e in events])
+    if b"[DONE]" in body and any(e == b"data: [DONE]" for e in events):
+        return None
+    try:
+        objs = orjson.loads(b"[" + body + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    if len(objs) != len(events):
+        return None
+    # Times: the byte offset of each event's terminating second newline, mapped to the read
+    # that contains it (two pointers over increasing offsets).
+    ev_times: list[float] = []
+    k, piece_end = 0, len(pieces[0])
+    pos = -1
+    for e in events:
+        pos += len(e) + 2
+        while pos >= piece_end:
+            k += 1
+            piece_end += len(pieces[k])
+        ev_times.append(times[k])
+    return objs, ev_times, events, done
+
+
+def _apply(res: StreamResult, obj: object, t: float, chat: bool, data: bytes) -> bool:
+    """Fold one decoded event into ``res``; False when it makes the stream invalid."""
+    if not isinstance(obj, dict):
+        res.error = f"SSE event {res.n_events} is not a JSON object: {data[:200]!r}"
+        return False
+    if "error" in obj:
+        err = obj["error"]
+        msg = err.get("message", err) if isinstance(err, dict) else err
+        res.error = f"server sent an error event: {str(msg)[:300]}"
+        return False
+    if obj.get("usage"):
+        res.usage = obj["usage"]
+    choices = obj.get("choices") or ()
+    if not choices:
+        return True
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        res.error = f"SSE event {res.n_events}: choices[0] is not an object"
+        return False
+    if _output_text(choice, chat):
+        res.token_times.append(t)
+    if choice.get("finish_reason"):
+        res.finish_reason = choice["finish_reason"]
+    return True
+
+
+def _parse_general(pieces: list[bytes], times: list[float], chat: bool) -> StreamResult:
+    """Any SSE framing: CRLF, comments, multi-line data, events after [DONE], errors."""
     res = StreamResult()
     buf = b""
     last_t = times[-1] if times else float("nan")
@@ -81,25 +180,6 @@ def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamR
         except orjson.JSONDecodeError:
             res.error = f"malformed SSE data in event {res.n_events}: {data[:200]!r}"
             return res
-        if not isinstance(obj, dict):
-            res.error = f"SSE event {res.n_events} is not a JSON object: {data[:200]!r}"
+        if not _apply(res, obj, t, chat, data):
             return res
-        if "error" in obj:
-            err = obj["error"]
-            msg = err.get("message", err) if isinstance(err, dict) else err
-            res.error = f"server sent an error event: {str(msg)[:300]}"
-            return res
-        if obj.get("usage"):
-            res.usage = obj["usage"]
-        choices = obj.get("choices") or ()
-        if not choices:
-            continue
-        choice = choices[0]
-        if not isinstance(choice, dict):
-            res.error = f"SSE event {res.n_events}: choices[0] is not an object"
-            return res
-        if _output_text(choice, chat):
-            res.token_times.append(t)
-        if choice.get("finish_reason"):
-            res.finish_reason = choice["finish_reason"]
     return res

@@ -69,3 +69,35 @@ def test_final_event_without_trailing_blank_line_is_parsed():
 def test_truncated_stream_has_neither_done_nor_finish_reason():
     r = parse_stream([_tok(" a"), _tok(" b")], [1, 2], chat=False)
     assert not r.done and r.finish_reason is None and r.error is None
+
+
+def _split_at(body: bytes, cuts: list[int]) -> list[bytes]:
+    edges = [0, *sorted(set(cuts)), len(body)]
+    return [body[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
+
+
+def test_plain_streams_parse_the_same_on_the_fast_path_and_the_general_parser():
+    import random
+
+    from loadgen.sse import _parse_general, _plain_stream
+
+    usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    shapes = [
+        b"".join([_tok(" a"), _tok(""), _tok(" b"), _tok(" c", "length"),
+                  _ev({"choices": [], "usage": usage}), b"data: [DONE]\n\n"]),
+        b"".join([_tok(" a"), _ev({"error": {"message": "boom"}}), _tok(" b")]),
+        b"".join([_tok(" a"), b"data: 7\n\n", b"data: [DONE]\n\n"]),
+        b"".join([_tok(" a"), _tok(" b")]),  # truncated
+    ]
+    rng = random.Random(3)
+    for body in shapes:
+        for _ in range(30):
+            pieces = _split_at(body, [rng.randrange(1, len(body)) for _ in range(rng.randrange(0, 6))])
+            times = [float(i) for i in range(len(pieces))]
+            assert _plain_stream(pieces, times) is not None  # these are plain: the fast path ran
+            assert parse_stream(pieces, times, chat=False) == _parse_general(pieces, times, chat=False)
+
+
+def test_two_json_values_in_one_event_are_malformed_not_two_events():
+    r = parse_stream([b'data: {"choices":[]},{"choices":[]}\n\n', b"data: [DONE]\n\n"], [1, 2], chat=False)
+    assert r.error is not None and "malformed SSE data in event 1" in r.error
