@@ -58,3 +58,39 @@ def describe_ms(seconds: np.ndarray, percentiles=PERCENTILES) -> dict:
     out["max"] = float(v.max() * 1e3)
     out["hdr"] = h.encode().decode()
     return out
+
+
+def decode(encoded: str | bytes) -> HdrHistogram:
+    """An HdrHistogram from its encoded form (the ``hdr`` strings of summary.json)."""
+    return HdrHistogram.decode(encoded.encode() if isinstance(encoded, str) else encoded)
+
+
+def merge_encoded(encoded: list[str | bytes]) -> HdrHistogram:
+    """The sum of encoded histograms: exactly the histogram of all their values together
+    (bucket counts add), without the values themselves."""
+    h = new_histogram()
+    for e in encoded:
+        h.add(decode(e))
+    return h
+
+
+def combine_described(parts: list[dict], percentiles=PERCENTILES) -> dict:
+    """``describe_ms`` of the union of several value sets, from their ``describe_ms`` outputs
+    (each with its ``hdr``): percentiles from the merged histograms; count, min and max exact;
+    mean and std exact from the parts (pooled: E[x^2] = std^2 + mean^2 per part)."""
+    parts = [p for p in parts if p.get("count")]
+    n = sum(p["count"] for p in parts)
+    out: dict = {"count": int(n)}
+    if not n:
+        return out
+    h = merge_encoded([p["hdr"] for p in parts])
+    mean = sum(p["count"] * p["mean"] for p in parts) / n
+    ex2 = sum(p["count"] * (p["std"] ** 2 + p["mean"] ** 2) for p in parts) / n
+    out["mean"] = float(mean)
+    out["std"] = float(max(ex2 - mean * mean, 0.0) ** 0.5)
+    out["min"] = float(min(p["min"] for p in parts))
+    for p in percentiles:
+        out[f"p{percentile_word(p)}"] = h.get_value_at_percentile(p) / 1e3
+    out["max"] = float(max(p["max"] for p in parts))
+    out["hdr"] = h.encode().decode()
+    return out

@@ -60,8 +60,13 @@ def verdict(
     interrupted: str | None,
     n_intended: int,
     n_recorded: int,
+    lag_p99_by_worker: dict[str, float | None] | None = None,
 ) -> dict:
-    """VALID, INVALID or PARTIAL, with every reason spelled out."""
+    """VALID, INVALID or PARTIAL, with every reason spelled out.
+
+    With several generator workers, each worker's send-lag p99 must be within the threshold
+    too (``lag_p99_by_worker``): one late worker among many can hide below the run's p99.
+    """
     reasons: list[str] = []
     notes: list[str] = []
     lag_ms = d.send_lag * 1e3
@@ -74,6 +79,13 @@ def verdict(
             f"generator fell behind its schedule: send lag p99 {p99:.2f} ms > {max_send_lag_ms:g} ms "
             "(the server did not see the requested load; use more --workers or a lower rate)"
         )
+    if not burst and lag_p99_by_worker and len(lag_p99_by_worker) > 1:
+        late = {w: v for w, v in lag_p99_by_worker.items() if v is not None and v > max_send_lag_ms}
+        if late:
+            reasons.append(
+                "generator worker(s) fell behind: " + ", ".join(
+                    f"worker {w} send lag p99 {v:.2f} ms" for w, v in sorted(late.items()))
+                + f" > {max_send_lag_ms:g} ms")
     if interrupted:
         reasons.append(f"run interrupted by {interrupted}: {n_recorded} of {n_intended} requests recorded")
     elif n_recorded < n_intended:
@@ -89,4 +101,5 @@ def verdict(
         "notes": notes,
         "max_send_lag_ms": max_send_lag_ms,
         "send_lag_p99_ms": p99,
+        "send_lag_p99_ms_by_worker": lag_p99_by_worker,
     }

@@ -65,6 +65,7 @@ def summarize(run: Run) -> dict[str, Any]:
     }
     lat_int = {"ttft": describe_ms(d.ttft_intended), "e2e": describe_ms(d.e2e_intended)}
     mc = cfg.get("max_concurrency")
+    lag_by_worker = send_lag_by_worker(t, d)
     check = verdict(
         d,
         max_send_lag_ms=float(cfg.get("max_send_lag_ms", 5.0)),
@@ -72,6 +73,7 @@ def summarize(run: Run) -> dict[str, Any]:
         interrupted=m.get("interrupted_by"),
         n_intended=n_intended,
         n_recorded=len(t),
+        lag_p99_by_worker={w: v.get("p99") for w, v in lag_by_worker.items()},
     )
     sources = {
         "input": dict(Counter(t.column("input_tokens_source").to_numpy(zero_copy_only=False)[d.ok].tolist())),
@@ -112,6 +114,8 @@ def summarize(run: Run) -> dict[str, Any]:
         },
         "self_check": {
             "send_lag_ms": _strip_hdr(describe_ms(d.send_lag)),
+            "send_lag_ms_by_worker": lag_by_worker,
+            "workers": len(lag_by_worker),
             "slot_wait_ms": _strip_hdr(describe_ms(d.slot_wait)) if mc else None,
             "interarrival_ks": interarrival_ks(t_int, t_sent) if not burst else None,
             "rate_windows": rate_windows(t_int, t_sent, 1.0),
@@ -126,6 +130,13 @@ def summarize(run: Run) -> dict[str, Any]:
     summary.update(_vllm_keys(summary, lat_sent, cfg, wl, n_ok, n_failed, in_total, out_total, duration))
     return plain(summary)
 
+
+
+def send_lag_by_worker(t, d) -> dict[str, dict]:
+    """Send lag (ms) of each generator worker, from the records' ``worker`` column: one entry
+    per worker that sent anything (a single-process run has one, worker "0")."""
+    w = col(t, "worker", np.int64)[d.sent]
+    return {str(k): _strip_hdr(describe_ms(d.send_lag[w == k])) for k in np.unique(w).tolist()}
 
 
 def _cpu(gen: dict, n_requests: int, out_tokens: int) -> dict | None:

@@ -63,6 +63,10 @@ def render_summary(s: dict[str, Any]) -> str:
         f"{_f(cpu.get('us_per_request'), 0)} us/request, {_f(cpu.get('us_per_output_token'), 1)} us/token"
         + (f"; inter-arrival KS p={ks['pvalue']:.3g}" if ks.get("pvalue") is not None else "")
     )
+    by_w = sc.get("send_lag_ms_by_worker") or {}
+    if len(by_w) > 1:
+        lines.append(f"workers: {len(by_w)}; send lag p99 by worker (ms): " + ", ".join(
+            f"{w}: {_f(v.get('p99'), 3)}" for w, v in by_w.items()))
     tok = s["tokens"]["sources"]
     lines.append(f"token counts from: input {tok['input']}, output {tok['output']}")
     return "\n".join(lines)

@@ -18,7 +18,14 @@ import sys
 from pathlib import Path
 
 from loadgen.clients.openai import BACKEND_ENDPOINTS, ENDPOINTS, ClientConfig
-from loadgen.flags import UsageError, _header, _json_obj, _positive_float, _positive_int
+from loadgen.flags import (
+    UsageError,
+    _header,
+    _json_obj,
+    _positive_float,
+    _positive_int,
+    _workers,
+)
 from loadgen.workload_flags import add_workload_arguments, build_workload
 
 # Modules that add sub-commands (see the module docstring). One line each.
@@ -76,6 +83,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="the run is INVALID if the generator's send lag p99 exceeds this (default 5)")
     e.add_argument("--no-chunk-times", dest="keep_chunk_times", action="store_false",
                    help="do not store each chunk's arrival time (smaller records, no ITL)")
+    e.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
+                   help="generator processes sharing the one schedule (split round-robin by "
+                   "request index, sessions kept whole; one t0). Default auto: 1 unless the "
+                   "busiest second of the schedule exceeds 400 req/s, then one per 400 req/s, "
+                   "at most one per core (README, docs/benchmarks.md)")
+    e.add_argument("--ray", default=None, metavar="ADDRESS|auto|local",
+                   help="run the workers on a Ray cluster (pip install 'llm-loadgen[ray]'): "
+                   "auto = the running cluster, ADDRESS = ray://HOST:10001 or HOST:6379, "
+                   "local = start one on this machine; records come back to this run directory")
 
     o = p.add_argument_group("output")
     o.add_argument("--result-dir", default="results", help="parent folder of run directories "
@@ -134,6 +150,7 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
     from loadgen.engine import EngineOptions
     from loadgen.preflight import PreflightError
     from loadgen.run import EXIT_ERROR, RunSpec, execute
+    from loadgen.workers import WorkerError
 
     cfg = client_config(ns)
     try:
@@ -143,8 +160,20 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
             raise
         print(f"loadgen run: {e}", file=sys.stderr)
         return EXIT_ERROR
+    workers = ns.workers
+    if workers == "auto":
+        from loadgen.workers import auto_workers
+
+        workers = auto_workers(wl, max_concurrency=ns.max_concurrency)
+        if ns.ray is not None:
+            from loadgen.distributed.ray_runner import AUTO
+
+            workers = AUTO if workers == 1 else workers
+    elif ns.max_concurrency and ns.max_concurrency < workers:
+        raise UsageError(f"--max-concurrency {ns.max_concurrency} is smaller than --workers "
+                         f"{workers}: each worker needs at least one slot")
     spec = RunSpec(
-        client=cfg, workload=wl,
+        client=cfg, workload=wl, workers=workers, ray=ns.ray,
         engine=EngineOptions(max_concurrency=ns.max_concurrency, connection_limit=ns.max_connections),
         result_dir=Path(ns.result_dir), run_name=ns.run_name, max_send_lag_ms=ns.max_send_lag_ms,
         keep_chunk_times=ns.keep_chunk_times, do_preflight=not ns.skip_preflight,
@@ -161,6 +190,9 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
     except FileExistsError as e:
         print(f"loadgen run: run directory {e.filename} already exists; choose another --run-name",
               file=sys.stderr)
+        return EXIT_ERROR
+    except WorkerError as e:
+        print(f"loadgen run: {e}", file=sys.stderr)
         return EXIT_ERROR
     if ns.result_filename:
         Path(ns.result_dir, ns.result_filename).write_bytes(

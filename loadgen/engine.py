@@ -83,8 +83,13 @@ async def run_engine(
     bodies: Sequence[Any] | None = None,
     on_progress: Callable[[EngineResult, float], None] | None = None,
     start_delay_s: float = 0.05,
+    t0: float | None = None,
 ) -> EngineResult:
     """Send every request of ``workload`` at its intended time; return when all are recorded.
+
+    ``t0``: the run's start on ``time.perf_counter`` (CLOCK_MONOTONIC, shared by every process
+    of the machine), so that several worker processes share one schedule (loadgen/workers.py);
+    default: ``start_delay_s`` after the connection pool is open.
 
     Cancelling this coroutine (Ctrl-C) cancels the in-flight requests, records them as
     ``cancelled`` and returns with ``interrupted=True``; requests not yet due are not sent.
@@ -106,8 +111,9 @@ async def run_engine(
     ts_rows: list[tuple] = []
 
     async with client.connect(opts) as send:
-        t0 = clock() + start_delay_s
-        res = EngineResult(t0=t0, t0_unix=time.time() + start_delay_s, counters=c)
+        now = clock()
+        t0 = now + start_delay_s if t0 is None else t0
+        res = EngineResult(t0=t0, t0_unix=time.time() + (t0 - now), counters=c)
         cpu0 = _cpu()
 
         async def one(k: int) -> None:

@@ -63,3 +63,10 @@ def _json_obj(s: str) -> dict:
     if not isinstance(v, dict):
         raise argparse.ArgumentTypeError("--extra-body must be a JSON object like '{\"temperature\": 0}'")
     return v
+
+
+def _workers(s: str) -> int | str:
+    """--workers: a whole number >= 1 or 'auto'."""
+    if s.strip().lower() == "auto":
+        return "auto"
+    return _positive_int("--workers")(s)

@@ -65,6 +65,11 @@ class RunSpec:
     # None: no time series (the environment manifest is always written). The CLI sets it from
     # its telemetry flags (loadgen.telemetry.commands.options_from_argv).
     telemetry: TelemetryOptions | None = None
+    # Generator processes sharing the schedule (loadgen/workers.py); 1: this process only.
+    workers: int = 1
+    # A Ray cluster to run the workers on ("auto", an address, or "local"), or None
+    # (loadgen/distributed/ray_runner.py).
+    ray: str | None = None
 
 
 @dataclass
@@ -209,7 +214,16 @@ def execute(spec: RunSpec) -> RunResult:
     manifest = new_manifest(spec, run_dir, server)
     write_json_atomic(run_dir / "manifest.json", manifest)
     try:
-        manifest = uvloop.run(_run_async(spec, run_dir, manifest))
+        if spec.ray is not None:
+            from loadgen.distributed.ray_runner import run_ray
+
+            manifest = run_ray(spec, run_dir, manifest, spec.ray, spec.workers)
+        elif spec.workers > 1:
+            from loadgen.workers import run_local
+
+            manifest = run_local(spec, run_dir, manifest, spec.workers)
+        else:
+            manifest = uvloop.run(_run_async(spec, run_dir, manifest))
     except BaseException as e:
         manifest["status"] = "failed"
         manifest["failure"] = f"{type(e).__name__}: {e}"

@@ -1,0 +1,1 @@
+"""Running the generator's workers on other machines (Ray: ray_runner.py)."""

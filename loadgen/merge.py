@@ -1,0 +1,111 @@
+"""Merging the workers' outputs into ONE run directory.
+
+- records: every worker's Parquet file (written by its own RecordWriter, with global request
+  ids) is read back through pyarrow and written as one requests.parquet, sorted by
+  request_id; a file that cannot be read (a worker killed before closing it) is named in the
+  manifest, never silently dropped;
+- time series: row k of each worker is its k-th once-a-second sample; the run's row k sums the
+  counts (cumulative counters, in-flight, CPU) and takes the largest loop lag; a worker that
+  finished earlier contributes its last cumulative counts and nothing in flight;
+- histograms: each worker's encoded HdrHistograms are added (analysis/histograms.py).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis.histograms import combine_described
+from loadgen.engine import TIMESERIES_COLUMNS
+from loadgen.records import SCHEMA
+
+CUMULATIVE = ("intended", "started", "sent", "done", "failed")
+
+
+def merge_records(paths: list[Path], out: Path) -> tuple[int, dict[str, str]]:
+    """Write the records of ``paths`` as one file ``out`` sorted by request_id; return the
+    number of rows and {path: why it could not be read}."""
+    tables, unreadable = [], {}
+    for p in paths:
+        try:
+            tables.append(pq.read_table(p, schema=SCHEMA))
+        except (pa.ArrowInvalid, OSError) as e:
+            unreadable[str(p)] = f"{type(e).__name__}: {e}"
+    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    table = table.sort_by("request_id")
+    tmp = out.with_name(out.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, out)
+    return table.num_rows, unreadable
+
+
+def merge_timeseries(per_worker: list[list[tuple]]) -> list[tuple]:
+    """One row per sample index over all workers (see the module docstring)."""
+    cols = TIMESERIES_COLUMNS
+    ci = {c: i for i, c in enumerate(cols)}
+    n = max((len(rows) for rows in per_worker), default=0)
+    out = []
+    for k in range(n):
+        vals = {c: 0.0 for c in cols}
+        t, lag = -math.inf, -math.inf
+        for rows in per_worker:
+            if not rows:
+                continue
+            r = rows[min(k, len(rows) - 1)]
+            if k < len(rows):
+                t = max(t, r[ci["t"]])
+                vals["in_flight"] += r[ci["in_flight"]]
+                vals["cpu_s"] += r[ci["cpu_s"]]
+                if r[ci["loop_lag_max_ms"]] == r[ci["loop_lag_max_ms"]]:  # not NaN
+                    lag = max(lag, r[ci["loop_lag_max_ms"]])
+            for c in CUMULATIVE:
+                vals[c] += r[ci[c]]
+        vals["t"] = t
+        vals["loop_lag_max_ms"] = lag if lag > -math.inf else math.nan
+        out.append(tuple(vals[c] for c in cols))
+    return out
+
+
+def timeseries_table(rows: list[tuple]) -> pa.Table:
+    return pa.Table.from_arrays(
+        [pa.array([r[i] for r in rows], type=pa.float64()) for i in range(len(TIMESERIES_COLUMNS))],
+        names=list(TIMESERIES_COLUMNS))
+
+
+def _strip(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k != "hdr"}
+
+
+def generator_section(reports: list[dict[str, Any]], t0: float, n_recorded: int) -> dict[str, Any]:
+    """The manifest's ``generator`` section of a run made by several workers: the run's totals
+    (CPU summed, wall time the longest), merged event-loop lag, each worker's own figures, and
+    the merged encoded histograms."""
+    lag = combine_described([r["event_loop_lag_ms"] for r in reports])
+    hist = {k: combine_described([r[f"{k}_ms"] for r in reports]).get("hdr")
+            for k in ("send_lag", "ttft", "e2e", "event_loop_lag")}
+    per = []
+    for r in reports:
+        per.append({
+            "worker": r["worker"], "pid": r.get("pid"), "node": r.get("node"),
+            "requests": r["requests"], "recorded": r["recorded"], "interrupted": r["interrupted"],
+            "t0_offset_ms": (r["t0"] - t0) * 1e3 if r.get("same_clock", True) else None,
+            "clock": r.get("clock"),
+            "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "prepare_s": r["prepare_s"],
+            "counters": r["counters"],
+            "send_lag_ms": _strip(r["send_lag_ms"]),
+            "event_loop_lag_ms": _strip(r["event_loop_lag_ms"]),
+        })
+    return {
+        "wall_s": max((r["wall_s"] for r in reports), default=0.0),
+        "cpu_s": sum(r["cpu_s"] for r in reports),
+        "event_loop_lag_ms": {**_strip(lag), "probe_interval_ms": 10.0},
+        "requests_started": sum(r["counters"]["started"] for r in reports),
+        "requests_recorded": n_recorded,
+        "workers": per,
+        "histograms": hist,
+    }

@@ -1,0 +1,122 @@
+"""One worker's share of a run: prepared before t0, run from a common t0, reported at the end.
+
+The same code runs in a local worker process (loadgen/workers.py) and in a Ray actor
+(loadgen/distributed/ray_runner.py). A worker
+
+1. ``prepare``: builds every request body of its share (JSON encoded), imports what the
+   records thread would import mid-run and freezes the heap, all before t0;
+2. ``run(t0)``: runs ``loadgen.engine.run_engine`` with the common ``t0`` (perf_counter, i.e.
+   CLOCK_MONOTONIC) and writes its records with a ``RecordWriter`` to its own Parquet file,
+   with the **global** request ids (its share's local index k is mapped to ``ids[k]``);
+3. reports what the parent needs to merge without re-reading lists: counters, CPU and wall
+   time, its time series rows, and encoded HdrHistograms (send lag, TTFT, E2E, event-loop
+   lag) that the parent adds (analysis/histograms.py ``combine_described``).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arrivals.workload import Workload
+from loadgen.clients.base import Client, as_client
+from loadgen.engine import EngineOptions, EngineResult, run_engine
+from loadgen.records import Record, RecordWriter
+
+
+@dataclass
+class WorkerJob:
+    """What one worker needs; picklable (sent to a spawned process or a Ray actor)."""
+
+    worker: int
+    workload: Workload  # this worker's share (loadgen.split.subset_workload)
+    ids: np.ndarray  # global request id of each request of the share
+    client: Any  # a loadgen Client or an OpenAI ClientConfig
+    engine: EngineOptions  # worker= this worker's number, its share of the limits
+    records_path: Path
+    keep_chunk_times: bool = True
+
+
+class GlobalIds:
+    """A record writer that stores each record under its global request id."""
+
+    def __init__(self, inner: RecordWriter, ids: np.ndarray) -> None:
+        self.inner, self._ids, self._add = inner, ids.tolist(), inner.add
+
+    def add(self, rec: Record) -> None:
+        rec.request_id = self._ids[rec.request_id]
+        self._add(rec)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class PreparedWorker:
+    def __init__(self, job: WorkerJob) -> None:
+        t = time.perf_counter()
+        import pyarrow as pa
+
+        self.job = job
+        self.client: Client = as_client(job.client)
+        self.bodies = self.client.prepare(job.workload)
+        pa.array([0.0])  # see loadgen/run.py execute: imports of the records thread, before t0
+        gc.collect()
+        gc.freeze()
+        self.prepare_s = time.perf_counter() - t
+
+    async def run(self, t0: float, *, on_progress: Callable[[EngineResult, float], None] | None = None,
+                  on_task: Callable[[Any], None] | None = None) -> dict[str, Any]:
+        """Run the share from ``t0``; ``on_task(task)`` receives the engine task (to cancel it
+        on Ctrl-C). Cancellation records in-flight requests as cancelled and returns normally,
+        with ``interrupted`` set."""
+        import asyncio
+
+        job = self.job
+        Path(job.records_path).parent.mkdir(parents=True, exist_ok=True)
+        writer = RecordWriter(Path(job.records_path), keep_chunk_times=job.keep_chunk_times)
+        task = asyncio.get_running_loop().create_task(run_engine(
+            job.workload, self.client, GlobalIds(writer, job.ids), job.engine, bodies=self.bodies,
+            on_progress=on_progress, t0=t0))
+        if on_task is not None:
+            on_task(task)
+        try:
+            res = await task
+        finally:
+            writer.close()
+        return report(job, res, writer.n_written, self.prepare_s)
+
+
+def report(job: WorkerJob, res: EngineResult, n_written: int, prepare_s: float) -> dict[str, Any]:
+    """What the parent merges: plain data (picklable, JSON-safe except the time series)."""
+    import pyarrow.parquet as pq
+
+    from analysis.histograms import describe_ms
+    from analysis.metrics import derive
+
+    d = derive(pq.read_table(job.records_path))
+    c = res.counters
+    return {
+        "worker": job.worker,
+        "pid": os.getpid(),
+        "requests": len(job.workload),
+        "recorded": n_written,
+        "interrupted": res.interrupted,
+        "t0": res.t0,
+        "t0_unix": res.t0_unix,
+        "wall_s": res.wall_s,
+        "cpu_s": res.cpu_s,
+        "prepare_s": prepare_s,
+        "counters": {"started": c.started, "sent": c.sent, "done": c.done, "failed": c.failed},
+        "timeseries": [tuple(r) for r in res.timeseries],
+        "send_lag_ms": describe_ms(d.send_lag),
+        "ttft_ms": describe_ms(d.ttft_sent),
+        "e2e_ms": describe_ms(d.e2e_sent),
+        "event_loop_lag_ms": describe_ms(res.loop_lag_s),
+    }

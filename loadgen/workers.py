@@ -1,0 +1,357 @@
+"""`loadgen run --workers N`: one global schedule sent by N local processes from one t0.
+
+1. The schedule is split (loadgen/split.py: round-robin by request index, sessions kept
+   whole) and each share goes to a worker process started with ``multiprocessing``'s
+   ``spawn`` method (a fresh interpreter: no copy of this process's threads or heap).
+2. Each worker prepares its request bodies and freezes its heap, then reports ready. When
+   all are ready, the parent picks ``t0 = now + START_MARGIN_S`` on ``time.perf_counter``
+   (CLOCK_MONOTONIC: one clock for every process of the machine) and sends it to all (a
+   barrier, then a common start); every record of every worker is timed from that t0.
+3. Each worker writes its records to ``workers/w<k>.parquet`` with its own RecordWriter;
+   at the end the parent merges records, time series and HdrHistograms into the run
+   directory (loadgen/merge.py) and removes the per-worker files.
+
+Ctrl-C / SIGTERM: workers ignore SIGINT (a terminal's Ctrl-C reaches the whole process
+group); the parent catches it and tells every worker to stop; each cancels its in-flight
+requests (recorded as ``cancelled``), closes its records and reports, and the parent saves a
+partial run. A worker that dies without reporting is named in the manifest.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from arrivals.workload import Workload
+from loadgen.engine import EngineOptions
+from loadgen.merge import generator_section, merge_records, merge_timeseries, timeseries_table
+from loadgen.progress import Progress
+from loadgen.split import session_ids_of, split_indices, subset_workload
+from loadgen.worker import PreparedWorker, WorkerJob
+
+START_MARGIN_S = 0.2  # t0 = the moment all workers are ready + this
+# Auto worker count: the Poisson rate one process sustains with send-lag p99 about 1 ms on a
+# 2-vCPU machine against the nginx null server (docs/benchmarks.md), with a margin.
+RATE_PER_WORKER = 400.0
+SPLIT_DOC = ("round-robin by request index (request i -> worker i mod N); every turn of a "
+             "session in the worker of its first turn (loadgen/split.py)")
+
+
+class WorkerError(RuntimeError):
+    """A worker could not prepare its share (before t0): the run did not start."""
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def peak_rate(t_intended: np.ndarray, window_s: float = 1.0) -> float:
+    """The most requests intended in any window of ``window_s`` seconds, per second."""
+    t = np.asarray(t_intended, dtype=np.float64)
+    if not t.size:
+        return 0.0
+    counts = np.searchsorted(t, t + window_s, side="left") - np.arange(t.size)
+    return float(counts.max()) / window_s
+
+
+def auto_workers(wl: Workload, *, max_concurrency: int | None = None, cores: int | None = None,
+                 rate_per_worker: float = RATE_PER_WORKER) -> int:
+    """``--workers auto``: 1 process unless the schedule's peak rate (busiest second) needs
+    more than ``rate_per_worker`` req/s; then ceil(peak / rate_per_worker), at most one per
+    core. Closed-loop runs (``--max-concurrency``) stay in one process, where the limit is
+    global."""
+    if max_concurrency:
+        return 1
+    cores = cores or available_cores()
+    return int(min(max(1, math.ceil(peak_rate(wl.t_intended) / rate_per_worker)), cores))
+
+
+def _share(total: int, workers: int, k: int) -> int:
+    """Worker k's part of a limit ``total`` split over ``workers`` (0 stays 0: unlimited)."""
+    if not total:
+        return 0
+    return total // workers + (1 if k < total % workers else 0)
+
+
+def make_jobs(spec: Any, workers: int, records_dir: Path) -> list[WorkerJob]:
+    """Split ``spec.workload`` (a RunSpec's) into one job per worker."""
+    wl = spec.workload
+    if spec.engine.max_concurrency and spec.engine.max_concurrency < workers:
+        raise ValueError(f"--max-concurrency {spec.engine.max_concurrency} is smaller than "
+                         f"--workers {workers}: each worker needs at least one slot")
+    parts = split_indices(len(wl), workers, session_ids_of(wl))
+    jobs = []
+    for k, idx in enumerate(parts):
+        eng: EngineOptions = replace(
+            spec.engine, worker=k,
+            max_concurrency=_share(spec.engine.max_concurrency or 0, workers, k) or None,
+            connection_limit=_share(spec.engine.connection_limit, workers, k))
+        jobs.append(WorkerJob(worker=k, workload=subset_workload(wl, idx), ids=idx,
+                              client=spec.client, engine=eng,
+                              records_path=records_dir / f"w{k}.parquet",
+                              keep_chunk_times=spec.keep_chunk_times))
+    return jobs
+
+
+# --------------------------------------------------------------------------------------------
+# The worker process
+# --------------------------------------------------------------------------------------------
+
+def _process_main(conn: Connection, job: WorkerJob) -> None:
+    """Entry point of a worker process: prepare, say ready, wait for t0, run, report."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    try:
+        prepared = PreparedWorker(job)
+        conn.send(("ready", prepared.prepare_s))
+        msg = conn.recv()
+        if msg[0] != "start":
+            conn.send(("stopped", None))
+            return
+        import uvloop
+
+        rep = uvloop.run(_run(conn, prepared, msg[1]))
+        conn.send(("done", rep))
+    except (EOFError, BrokenPipeError):
+        return  # the parent is gone
+    except BaseException as e:
+        try:
+            conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+        except OSError:
+            pass
+
+
+async def _run(conn: Connection, prepared: PreparedWorker, t0: float) -> dict[str, Any]:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    state: dict[str, Any] = {"stop": False}
+
+    def on_message() -> None:
+        try:
+            m = conn.recv()
+        except (EOFError, OSError):
+            m = ("stop",)  # the parent died: stop too
+        if m[0] == "stop":
+            state["stop"] = True
+            loop.remove_reader(conn.fileno())
+            if "task" in state:
+                state["task"].cancel()
+
+    def on_task(task: Any) -> None:
+        state["task"] = task
+        if state["stop"]:
+            task.cancel()
+
+    def progress(res: Any, now: float) -> None:
+        c = res.counters
+        conn.send(("progress", (c.started, c.sent, c.done, c.failed, c.in_flight, now)))
+
+    loop.add_reader(conn.fileno(), on_message)
+    try:
+        return await prepared.run(t0, on_progress=progress, on_task=on_task)
+    finally:
+        if not state["stop"]:
+            loop.remove_reader(conn.fileno())
+
+
+# --------------------------------------------------------------------------------------------
+# The parent
+# --------------------------------------------------------------------------------------------
+
+class Stopper:
+    """SIGINT/SIGTERM handlers of the parent while workers run: call ``stop_all`` once (tell
+    every worker to stop); a second signal only says that it is stopping."""
+
+    def __init__(self, stop_all: Callable[[], None], n: int) -> None:
+        self.stop_all, self.n = stop_all, n
+        self.by: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> Stopper:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.by is not None:
+            print(f"\n{name} again: already stopping, workers are saving their records...",
+                  file=sys.stderr)
+            return
+        self.by = name
+        print(f"\n{name}: stopping {self.n} workers and saving the partial run...", file=sys.stderr)
+        self.stop_all()
+
+
+def _send_stop(conns: list[Connection]) -> None:
+    for c in conns:
+        try:
+            c.send(("stop",))
+        except OSError:
+            pass
+
+
+def run_local(spec: Any, run_dir: Path, manifest: dict[str, Any], workers: int) -> dict[str, Any]:
+    """Run ``spec`` with ``workers`` local processes; return the finished manifest."""
+    records_dir = run_dir / "workers"
+    jobs = make_jobs(spec, workers, records_dir)
+    ctx = mp.get_context("spawn")
+    procs, conns = [], []
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the children: see above
+    try:
+        for job in jobs:
+            mine, theirs = ctx.Pipe(duplex=True)
+            p = ctx.Process(target=_process_main, args=(theirs, job), daemon=True,
+                            name=f"loadgen-worker-{job.worker}")
+            p.start()
+            theirs.close()
+            procs.append(p)
+            conns.append(mine)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    tel = _telemetry(spec)
+    progress = Progress(len(spec.workload), spec.workload.duration,
+                        enabled=spec.progress and not spec.quiet)
+    reports: dict[int, dict[str, Any]] = {}
+    failures: dict[int, str] = {}
+    ready: dict[int, float] = {}
+    live: dict[int, tuple[int, ...]] = {}
+    t0 = t0_unix = math.nan
+    by_conn = {c: k for k, c in enumerate(conns)}
+    with Stopper(lambda: _send_stop(conns), workers) as stopper:
+        try:
+            # barrier: every worker prepared (or gone)
+            while len(ready) + len(failures) < workers and stopper.by is None:
+                _pump(by_conn, procs, ready, live, reports, failures, timeout=0.2)
+            if stopper.by is None and not failures:
+                t0 = time.perf_counter() + START_MARGIN_S
+                t0_unix = time.time() + (t0 - time.perf_counter())
+                for c in conns:
+                    c.send(("start", t0))
+            else:
+                stopper.stop_all()
+            last = 0.0
+            while len(reports) + len(failures) < workers:
+                _pump(by_conn, procs, ready, live, reports, failures, timeout=0.2)
+                now = time.perf_counter()
+                if live and now - last >= 1.0:
+                    last = now
+                    progress(_aggregate(live), now - t0)
+        finally:
+            for p in procs:
+                p.join(timeout=10)
+                if p.is_alive():
+                    p.terminate()
+                    p.join(timeout=5)
+            progress.close()
+            if tel is not None:
+                tel.stop()
+    if math.isnan(t0) and stopper.by is None and failures:
+        raise WorkerError("; ".join(failures[k] for k in sorted(failures)))
+    reps = [reports[k] for k in sorted(reports)]
+    info = {"mode": "processes", "start_method": "spawn", "count": workers, "split": SPLIT_DOC,
+            "start_margin_s": START_MARGIN_S,
+            "t0_agreement": "barrier (every worker prepared), then t0 = now + margin on "
+                            "time.perf_counter (CLOCK_MONOTONIC, shared by the machine)"}
+    return finish_workers(spec, run_dir, manifest, jobs, reps, failures, t0, t0_unix,
+                          stopper.by, info, tel)
+
+
+def _pump(by_conn: dict[Connection, int], procs: list, ready: dict, live: dict, reports: dict,
+          failures: dict, timeout: float) -> None:
+    """Handle the messages that arrived within ``timeout``; notice dead workers."""
+    for c in wait(list(by_conn), timeout=timeout):
+        k = by_conn[c]
+        try:
+            kind, payload = c.recv()
+        except (EOFError, OSError):
+            del by_conn[c]
+            if k not in reports and k not in failures:
+                procs[k].join(timeout=2)
+                failures[k] = f"worker {k} exited (code {procs[k].exitcode}) without reporting"
+            continue
+        if kind == "ready":
+            ready[k] = payload
+        elif kind == "progress":
+            live[k] = payload
+        elif kind == "done":
+            reports[k] = payload
+            live.pop(k, None)
+        elif kind == "stopped":
+            failures[k] = f"worker {k} was stopped before t0"
+        elif kind == "error":
+            failures[k] = f"worker {k} failed: {payload}"
+
+
+def _aggregate(live: dict[int, tuple[int, ...]]) -> SimpleNamespace:
+    v = np.sum(np.array([x[:5] for x in live.values()]), axis=0).tolist()
+    return SimpleNamespace(counters=SimpleNamespace(started=v[0], sent=v[1], done=v[2],
+                                                    failed=v[3], in_flight=v[4]))
+
+
+def _telemetry(spec: Any) -> Any:
+    """The run's telemetry session, in the parent (host and server sampling, scraping).
+    Live generator metrics need the records in this process: not with several workers."""
+    if spec.telemetry is None:
+        return None
+    from loadgen.telemetry.session import TelemetrySession
+
+    opts = spec.telemetry
+    if opts.metrics_port is not None:
+        print("note: --metrics-port (live generator metrics) is not available with several "
+              "workers; it is off for this run", file=sys.stderr)
+        opts = replace(opts, metrics_port=None)
+    return TelemetrySession(opts).start()
+
+
+def finish_workers(spec: Any, run_dir: Path, manifest: dict[str, Any], jobs: list[WorkerJob],
+                   reports: list[dict[str, Any]], failures: dict[int, str], t0: float,
+                   t0_unix: float, interrupted_by: str | None, info: dict[str, Any],
+                   tel: Any) -> dict[str, Any]:
+    """Merge the workers' outputs into the run directory and fill the manifest (shared by the
+    local and the Ray runner)."""
+    paths = [j.records_path for j in jobs if Path(j.records_path).exists()]
+    n_rec, unreadable = merge_records(paths, run_dir / "requests.parquet")
+    pq.write_table(timeseries_table(merge_timeseries([r["timeseries"] for r in reports])),
+                   run_dir / "timeseries.parquet")
+    if not unreadable:
+        shutil.rmtree(run_dir / "workers", ignore_errors=True)
+    gen = generator_section(reports, t0, n_rec)
+    gen["workers_failed"] = {str(k): v for k, v in sorted(failures.items())}
+    gen["unreadable_records"] = unreadable
+    manifest["config"]["workers"] = info
+    stopped = interrupted_by is not None or any(r["interrupted"] for r in reports)
+    manifest["status"] = "partial" if (stopped or failures or unreadable) else "complete"
+    manifest["interrupted_by"] = interrupted_by
+    if failures:
+        manifest["failure"] = "; ".join(v.splitlines()[0] for v in failures.values())
+    if math.isfinite(t0_unix):
+        manifest["clock"]["t0_unix"] = t0_unix
+        manifest["clock"]["t0_utc"] = datetime.fromtimestamp(t0_unix, UTC).isoformat()
+    if tel is not None and math.isfinite(t0):
+        manifest["telemetry"] = tel.finish(run_dir, t0, gen["wall_s"])
+    manifest["generator"] = gen
+    return manifest
