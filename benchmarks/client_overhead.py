@@ -88,6 +88,7 @@ class Step:
     phase: str  # ladder | spin | profile
     rate: float  # requested mean rate (req/s)
     num_prompts: int
+    workers: int = 1  # loadgen run --workers
     spin_us: float | None = None  # None: loadgen's default (the CLI has no flag for it)
     run_dir: str = ""
     rc: int | None = None
@@ -106,6 +107,7 @@ class Step:
     lag_p99_ms: float = math.nan
     lag_max_ms: float = math.nan
     loop_lag_p99_ms: float = math.nan
+    worst_worker_lag_p99_ms: float = math.nan  # the latest worker's send-lag p99
     ttft_p50_ms: float = math.nan  # from t_sent
     ttft_p99_ms: float = math.nan
     cpu_us_per_request: float = math.nan  # generator CPU over t0..end (summary self_check)
@@ -133,11 +135,14 @@ def judge(s: Step) -> tuple[list[str], list[str]]:
         behind.append(f"{s.failed} failed, {s.not_sent} not sent")
     if s.server_received is not None and s.server_received != s.sent:
         behind.append(f"server received {s.server_received} of {s.sent} sent requests")
-    if not s.lag_p99_ms < VALID_LAG_P99_MS:
-        behind.append(f"send-lag p99 {s.lag_p99_ms:.3g} ms >= {VALID_LAG_P99_MS:g} ms")
+    # the run's p99 and, with several workers, the latest worker's p99 (as loadgen's verdict)
+    p99 = max(s.lag_p99_ms, s.worst_worker_lag_p99_ms) if s.workers > 1 else s.lag_p99_ms
+    who = "worst worker's " if s.workers > 1 and p99 > s.lag_p99_ms else ""
+    if not p99 < VALID_LAG_P99_MS:
+        behind.append(f"{who}send-lag p99 {p99:.3g} ms >= {VALID_LAG_P99_MS:g} ms")
     strict = list(behind)
-    if VALID_LAG_P99_MS > s.lag_p99_ms >= LAG_P99_LIMIT_MS:
-        strict.append(f"send-lag p99 {s.lag_p99_ms:.3g} ms >= {LAG_P99_LIMIT_MS:g} ms")
+    if VALID_LAG_P99_MS > p99 >= LAG_P99_LIMIT_MS:
+        strict.append(f"{who}send-lag p99 {p99:.3g} ms >= {LAG_P99_LIMIT_MS:g} ms")
     return behind, strict
 
 
@@ -175,10 +180,11 @@ def next_rate(ladder: list[float], done: dict[float, tuple[bool, bool]], refine:
     return None
 
 
-def highest(steps: list[Step], attr: str = "sustained") -> Step | None:
-    """The highest ladder step with ``attr`` (sustained / keeps_up) below the lowest one
-    without it (conservative: a lucky pass above a failure does not count)."""
-    lad = [s for s in steps if s.phase == "ladder"]
+def highest(steps: list[Step], attr: str = "sustained", workers: int = 1) -> Step | None:
+    """The highest ladder step of ``workers`` processes with ``attr`` (sustained / keeps_up)
+    below the lowest one without it (conservative: a lucky pass above a failure does not
+    count)."""
+    lad = [s for s in steps if s.phase == "ladder" and s.workers == workers]
     lo_fail = min((s.rate for s in lad if not getattr(s, attr)), default=math.inf)
     ok = [s for s in lad if getattr(s, attr) and s.rate < lo_fail]
     return max(ok, key=lambda s: s.rate, default=None)
@@ -216,18 +222,19 @@ def _f(x: float | None, nd: int = 0, w: int = 8) -> str:
 
 
 TABLE_HEADER = (
-    "    rate  achieved    server  lag p50  lag p99  lag max  TTFT p50 TTFT p99  us/req  us/tok"
-    "  gen CPU  nginx  others  err  verdict"
+    "W    rate  achieved    server  lag p50  lag p99  lag max  TTFT p50 TTFT p99  us/req  us/tok"
+    "  gen CPU  nginx  others  wp99  err  verdict"
 )
 
 
 def table_row(s: Step) -> str:
-    rate = f"{s.rate:8.0f}"
+    rate = f"{s.workers:<2d}{s.rate:6.0f}"
     err = s.failed + s.not_sent
     return (f"{rate}{_f(s.achieved_rate, 1, 10)}{_f(s.server_rate, 1, 10)}{_f(s.lag_p50_ms, 3, 9)}"
             f"{_f(s.lag_p99_ms, 3, 9)}{_f(s.lag_max_ms, 2, 9)}{_f(s.ttft_p50_ms, 3, 9)}"
             f"{_f(s.ttft_p99_ms, 2, 9)}{_f(s.cpu_us_per_request, 0, 8)}{_f(s.cpu_us_per_token, 2, 8)}"
             f"{_f(s.cpu_utilisation, 2, 9)}{_f(s.nginx_cores, 2, 7)}{_f(s.others_cores, 2, 8)}"
+            f"{_f(s.worst_worker_lag_p99_ms if s.workers > 1 else None, 2, 6)}"
             f"{err:5d}  {_verdict(s)}")
 
 
@@ -518,6 +525,8 @@ def _fill(step: Step, s: dict[str, Any]) -> None:
     step.lag_p50_ms, step.lag_p99_ms = _num(lag.get("p50")), _num(lag.get("p99"))
     step.lag_max_ms = _num(lag.get("max"))
     step.loop_lag_p99_ms = _num((sc.get("event_loop_lag_ms") or {}).get("p99"))
+    by_w = [_num(v.get("p99")) for v in (sc.get("send_lag_ms_by_worker") or {}).values()]
+    step.worst_worker_lag_p99_ms = max(by_w) if by_w else math.nan
     step.ttft_p50_ms, step.ttft_p99_ms = _num(ttft.get("p50")), _num(ttft.get("p99"))
     step.cpu_us_per_request = _num(cpu.get("us_per_request"))
     step.cpu_us_per_token = _num(cpu.get("us_per_output_token"))
@@ -525,7 +534,7 @@ def _fill(step: Step, s: dict[str, Any]) -> None:
 
 
 def loadgen_cmd(url: str, rate: float, n: int, result_dir: Path | str, name: str, seed: int,
-                exe: str | None = None) -> list[str]:
+                exe: str | None = None, workers: int = 1) -> list[str]:
     """The exact command a user would type (shown in the README and docs/benchmarks.md)."""
     if exe is not None:
         head = [exe]
@@ -535,8 +544,8 @@ def loadgen_cmd(url: str, rate: float, n: int, result_dir: Path | str, name: str
         head = [sys.executable, "-m", "loadgen"]
     return [*head, "run", "--base-url", url, "--model", MODEL, "--request-rate", f"{rate:g}",
             "--num-prompts", str(n), "--random-input-len", str(INPUT_LEN),
-            "--random-output-len", str(OUTPUT_LEN), "--seed", str(seed), "--json", "--no-progress",
-            "--result-dir", str(result_dir), "--run-name", name]
+            "--random-output-len", str(OUTPUT_LEN), "--seed", str(seed), "--workers", str(workers),
+            "--json", "--no-progress", "--result-dir", str(result_dir), "--run-name", name]
 
 
 def engine_cmd(url: str, rate: float, n: int, result_dir: Path, name: str, seed: int,
@@ -585,6 +594,19 @@ def engine_child(argv: list[str]) -> int:
 # The benchmark
 # --------------------------------------------------------------------------------------------
 
+def _csv_ints(flag: str):
+    def parse(s: str) -> list[int]:
+        try:
+            v = [int(x) for x in s.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be comma-separated whole numbers, "
+                                             f"got {s!r}") from None
+        if not v or min(v) < 1:
+            raise argparse.ArgumentTypeError(f"{flag} needs numbers >= 1, got {s!r}")
+        return v
+    return parse
+
+
 def _csv_floats(flag: str):
     def parse(s: str) -> list[float]:
         try:
@@ -629,11 +651,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "print the hot spots")
     p.add_argument("--profile-rate", default="max",
                    help="rate of the profiled run: a number or 'max' (default)")
+    p.add_argument("--workers", type=_csv_ints("--workers"), default=[1, 2],
+                   help="generator process counts to measure (loadgen run --workers), one ladder "
+                   "each, interleaved (default 1,2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--step-timeout-s", type=float, default=None,
                    help="kill a step after this long (default: duration + 30 s)")
-    p.add_argument("--budget-s", type=float, default=290.0,
-                   help="skip steps that would end the benchmark later than this (default 290)")
+    p.add_argument("--budget-s", type=float, default=600.0,
+                   help="skip steps that would end the benchmark later than this (default 600)")
     p.add_argument("--out", default=None,
                    help="result JSON (default benchmarks/results/client_overhead-<UTC time>.json)")
     p.add_argument("--keep-runs", action="store_true", help="keep the run directories "
@@ -678,21 +703,23 @@ class Bench:
         return time.monotonic() + est <= self.deadline
 
     def run(self, phase: str, rate: float, spin_us: float | None = None,
-            wrap: list[str] | None = None) -> Step | None:
-        label = f"{phase} {rate:g} req/s" + ("" if spin_us is None else f" spin {spin_us:g} us")
+            wrap: list[str] | None = None, workers: int = 1) -> Step | None:
+        label = (f"{phase} {workers}x {rate:g} req/s"
+                 + ("" if spin_us is None else f" spin {spin_us:g} us"))
         if not self.fits(rate):
             self.skipped.append(f"{label}: skipped, --budget-s {self.a.budget_s:g} would be exceeded")
             print(f"  {label}: skipped (time budget)", file=sys.stderr)
             return None
         n = self.n_for(rate)
-        name = f"{len(self.steps):02d}-{phase}-{rate:g}" + ("" if spin_us is None else f"-spin{spin_us:g}")
+        name = (f"{len(self.steps):02d}-{phase}-w{workers}-{rate:g}"
+                + ("" if spin_us is None else f"-spin{spin_us:g}"))
         rd = self.work / "runs"
         rd.mkdir(exist_ok=True)
         if spin_us is None:
-            cmd = loadgen_cmd(self.server.url, rate, n, rd, name, self.a.seed)
+            cmd = loadgen_cmd(self.server.url, rate, n, rd, name, self.a.seed, workers=workers)
         else:
             cmd = engine_cmd(self.server.url, rate, n, rd, name, self.a.seed, spin_us)
-        step = Step(phase=phase, rate=rate, num_prompts=n, spin_us=spin_us)
+        step = Step(phase=phase, rate=rate, num_prompts=n, spin_us=spin_us, workers=workers)
         print(f"  {label}: {n} requests ...", end="", flush=True, file=sys.stderr)
         measure(step, [*(wrap or []), *cmd], self.server, rd / name, self.timeout)
         print(f" {_verdict(step)}", file=sys.stderr)
@@ -703,13 +730,19 @@ class Bench:
         return step
 
     def ladder(self) -> None:
+        """One ladder per worker count of --workers, interleaved (each count takes its next
+        step in turn), so that a noisy minute on a shared machine hits every count alike."""
         rates = sorted(set(self.a.rates) | {self.a.moderate_rate})
-        done: dict[float, tuple[bool, bool]] = {}
-        while (r := next_rate(rates, done, self.a.refine)) is not None:
-            s = self.run("ladder", r)
-            if s is None:
-                break
-            done[r] = (s.sustained, s.keeps_up)
+        done: dict[int, dict[float, tuple[bool, bool]]] = {w: {} for w in self.a.workers}
+        active = list(self.a.workers)
+        while active:
+            for w in list(active):
+                r = next_rate(rates, done[w], self.a.refine)
+                s = self.run("ladder", r, workers=w) if r is not None else None
+                if s is None:
+                    active.remove(w)
+                    continue
+                done[w][r] = (s.sustained, s.keeps_up)
 
     def spin_sweep(self, best: Step | None) -> None:
         """``best``: the rate that 'max' stands for."""
@@ -819,19 +852,30 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
     steps = bench.steps if bench else []
     skipped = bench.skipped if bench else []
-    best, keeps = highest(steps), highest(steps, "keeps_up")
-    moderate = next((s for s in steps if s.phase == "ladder" and s.rate == a.moderate_rate), None)
-    ladder = sorted((s for s in steps if s.phase == "ladder"), key=lambda s: s.rate)
+    by_w: dict[int, dict[str, Any]] = {}
+    for w in a.workers:
+        lad = sorted((s for s in steps if s.phase == "ladder" and s.workers == w),
+                     key=lambda s: s.rate)
+        by_w[w] = {"ladder": lad, "best": highest(steps, workers=w),
+                   "keeps": highest(steps, "keeps_up", workers=w),
+                   "moderate": next((s for s in lad if s.rate == a.moderate_rate), None)}
+    w1 = by_w.get(1) or by_w[a.workers[0]]
+    best, keeps, moderate = w1["best"], w1["keeps"], w1["moderate"]
     spin = [s for s in steps if s.phase == "spin"]
 
     print()
-    print(render_table(ladder, "ladder: one `loadgen run` process, Poisson, 16 prompt / 64 "
-                       "streamed tokens; latency in ms, CPU in cores"))
-    if spin:
+    for w, v in by_w.items():
+        print(render_table(v["ladder"], f"ladder: `loadgen run --workers {w}`, Poisson, 16 prompt "
+                           "/ 64 streamed tokens; latency in ms, CPU in cores; wp99: the "
+                           "latest worker's send-lag p99"))
         print()
+    if spin:
         print(render_spin_table(spin))
-    print()
-    print(headline(best, keeps, moderate))
+        print()
+    for w, v in by_w.items():
+        print(f"--workers {w}:")
+        print(headline(v["best"], v["keeps"], v["moderate"], w))
+    print(scaling_line(by_w))
     if prof:
         print()
         print(render_profile(prof))
@@ -868,7 +912,13 @@ def main(argv: list[str] | None = None) -> int:
         "highest_sustained": _cpu_view(best),
         "highest_keeping_up": _cpu_view(keeps),
         "cpu_at_moderate_rate": _cpu_view(moderate),
-        "ladder": [asdict(s) for s in ladder],
+        "ladder": [asdict(s) for s in w1["ladder"]],
+        "by_workers": {str(w): {"highest_sustained": _cpu_view(v["best"]),
+                                "highest_keeping_up": _cpu_view(v["keeps"]),
+                                "cpu_at_moderate_rate": _cpu_view(v["moderate"]),
+                                "ladder": [asdict(s) for s in v["ladder"]]}
+                       for w, v in by_w.items()},
+        "scaling": scaling_line(by_w),
         "spin_sweep": [asdict(s) for s in spin],
         "profile": prof,
         "skipped": skipped,
@@ -885,15 +935,30 @@ def main(argv: list[str] | None = None) -> int:
     return 130 if interrupted else 0
 
 
-def headline(best: Step | None, keeps: Step | None, moderate: Step | None) -> str:
+def scaling_line(by_w: dict[int, dict[str, Any]]) -> str:
+    """Highest sustained / kept-up rate of each worker count, as ratios to the first count."""
+    ws = list(by_w)
+    out = []
+    for key, word in (("best", "sustained"), ("keeps", "kept up")):
+        rates = {w: (by_w[w][key].rate if by_w[w][key] else None) for w in ws}
+        base = rates[ws[0]]
+        parts = [f"{w}: {r:g}" if r else f"{w}: none" for w, r in rates.items()]
+        ratios = [f"{w}/{ws[0]} = {rates[w] / base:.2f}x" for w in ws[1:] if rates[w] and base]
+        out.append(f"highest {word} rate by --workers: " + ", ".join(parts)
+                   + (f" ({', '.join(ratios)})" if ratios else ""))
+    return "\n".join(out)
+
+
+def headline(best: Step | None, keeps: Step | None, moderate: Step | None,
+             workers: int = 1) -> str:
     def cpu(s: Step) -> str:
         return (f"client CPU {s.cpu_us_per_request:.0f} us/request, {s.cpu_us_per_token:.2f} "
                 f"us/token, {s.cpu_utilisation:.2f} cores; send-lag p99 {s.lag_p99_ms:.3f} ms")
 
     lines = []
     if best:
-        lines.append(f"highest sustained rate (lag p99 < {LAG_P99_LIMIT_MS:g} ms), 1 process: "
-                     f"{best.rate:g} req/s ({cpu(best)})")
+        lines.append(f"highest sustained rate (lag p99 < {LAG_P99_LIMIT_MS:g} ms), {workers} "
+                     f"process{'es' if workers > 1 else ''}: {best.rate:g} req/s ({cpu(best)})")
     else:
         lines.append(f"no ladder step was sustained (send-lag p99 < {LAG_P99_LIMIT_MS:g} ms)")
     if keeps:

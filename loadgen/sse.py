@@ -62,9 +62,22 @@ def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamR
     if fast is not None:
         objs, ev_times, events, done = fast
         res = StreamResult()
-        for obj, t, e in zip(objs, ev_times, events, strict=True):
+        append = res.token_times.append
+        for i, obj in enumerate(objs):
+            # the common completions token event, inlined: a dict without error/usage whose
+            # first choice is a dict; anything else goes through _apply (same rules)
+            if not chat and type(obj) is dict and "error" not in obj and not obj.get("usage"):
+                choices = obj.get("choices")
+                if choices and type(choices[0]) is dict:
+                    c0 = choices[0]
+                    res.n_events += 1
+                    if c0.get("text"):
+                        append(ev_times[i])
+                    if c0.get("finish_reason"):
+                        res.finish_reason = c0["finish_reason"]
+                    continue
             res.n_events += 1
-            if not _apply(res, obj, t, chat, e[6:]):
+            if not _apply(res, obj, ev_times[i], chat, events[i][6:]):
                 return res
         if done:
             res.n_events += 1
@@ -91,9 +104,10 @@ def _plain_stream(pieces: list[bytes], times: list[float]
     n = len(events)
     if data.count(b"\n") != 2 * n:
         return None  # a data field spans lines, or blank lines repeat: general parser
-    for e in events:
-        if not e.startswith(b"data: "):
-            return None
+    # every event starts with "data: " (the first, and each one after a separator; with the
+    # newline count above, separators are the only newlines)
+    if not data.startswith(b"data: ") or data.count(b"\n\ndata: ") != n - 1:
+        return None
     done = events[-1] == b"data: [DONE]"
     if done:
         events.pop()
@@ -110,6 +124,8 @@ def _plain_stream(pieces: list[bytes], times: list[float]
         return None
     # Times: the byte offset of each event's terminating second newline, mapped to the read
     # that contains it (two pointers over increasing offsets).
+    if len(pieces) == 1:
+        return objs, [times[0]] * len(events), events, done
     ev_times: list[float] = []
     k, piece_end = 0, len(pieces[0])
     pos = -1

@@ -89,13 +89,21 @@ def test_plain_streams_parse_the_same_on_the_fast_path_and_the_general_parser():
         b"".join([_tok(" a"), b"data: 7\n\n", b"data: [DONE]\n\n"]),
         b"".join([_tok(" a"), _tok(" b")]),  # truncated
     ]
+    delta = lambda d, f=None: _ev({"choices": [{"index": 0, "delta": d, "finish_reason": f}]})  # noqa: E731
+    chat_shapes = [
+        b"".join([delta({"role": "assistant", "content": ""}), delta({"content": "hi"}),
+                  delta({"reasoning_content": "hmm"}), delta({}, "stop"),
+                  _ev({"choices": [], "usage": usage}), b"data: [DONE]\n\n"]),
+    ]
     rng = random.Random(3)
-    for body in shapes:
-        for _ in range(30):
-            pieces = _split_at(body, [rng.randrange(1, len(body)) for _ in range(rng.randrange(0, 6))])
-            times = [float(i) for i in range(len(pieces))]
-            assert _plain_stream(pieces, times) is not None  # these are plain: the fast path ran
-            assert parse_stream(pieces, times, chat=False) == _parse_general(pieces, times, chat=False)
+    for chat, bodies in ((False, shapes), (True, chat_shapes)):
+        for body in bodies:
+            for _ in range(30):
+                cuts = [rng.randrange(1, len(body)) for _ in range(rng.randrange(0, 6))]
+                pieces = _split_at(body, cuts)
+                times = [float(i) for i in range(len(pieces))]
+                assert _plain_stream(pieces, times) is not None  # plain: the fast path ran
+                assert parse_stream(pieces, times, chat) == _parse_general(pieces, times, chat)
 
 
 def test_two_json_values_in_one_event_are_malformed_not_two_events():
