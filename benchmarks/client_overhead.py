@@ -89,6 +89,7 @@ class Step:
     rate: float  # requested mean rate (req/s)
     num_prompts: int
     workers: int = 1  # loadgen run --workers
+    repeat: int = 0  # which repetition of the ladder (--repeat)
     spin_us: float | None = None  # None: loadgen's default (the CLI has no flag for it)
     run_dir: str = ""
     rc: int | None = None
@@ -180,11 +181,13 @@ def next_rate(ladder: list[float], done: dict[float, tuple[bool, bool]], refine:
     return None
 
 
-def highest(steps: list[Step], attr: str = "sustained", workers: int = 1) -> Step | None:
-    """The highest ladder step of ``workers`` processes with ``attr`` (sustained / keeps_up)
-    below the lowest one without it (conservative: a lucky pass above a failure does not
-    count)."""
-    lad = [s for s in steps if s.phase == "ladder" and s.workers == workers]
+def highest(steps: list[Step], attr: str = "sustained", workers: int = 1,
+            repeat: int | None = None) -> Step | None:
+    """The highest ladder step of ``workers`` processes (of one repetition, or of all) with
+    ``attr`` (sustained / keeps_up) below the lowest one without it (conservative: a lucky
+    pass above a failure does not count)."""
+    lad = [s for s in steps if s.phase == "ladder" and s.workers == workers
+           and (repeat is None or s.repeat == repeat)]
     lo_fail = min((s.rate for s in lad if not getattr(s, attr)), default=math.inf)
     ok = [s for s in lad if getattr(s, attr) and s.rate < lo_fail]
     return max(ok, key=lambda s: s.rate, default=None)
@@ -222,13 +225,13 @@ def _f(x: float | None, nd: int = 0, w: int = 8) -> str:
 
 
 TABLE_HEADER = (
-    "W    rate  achieved    server  lag p50  lag p99  lag max  TTFT p50 TTFT p99  us/req  us/tok"
+    "W r  rate  achieved    server  lag p50  lag p99  lag max  TTFT p50 TTFT p99  us/req  us/tok"
     "  gen CPU  nginx  others  wp99  err  verdict"
 )
 
 
 def table_row(s: Step) -> str:
-    rate = f"{s.workers:<2d}{s.rate:6.0f}"
+    rate = f"{s.workers:<2d}{s.repeat:<2d}{s.rate:5.0f}"
     err = s.failed + s.not_sent
     return (f"{rate}{_f(s.achieved_rate, 1, 10)}{_f(s.server_rate, 1, 10)}{_f(s.lag_p50_ms, 3, 9)}"
             f"{_f(s.lag_p99_ms, 3, 9)}{_f(s.lag_max_ms, 2, 9)}{_f(s.ttft_p50_ms, 3, 9)}"
@@ -654,6 +657,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_csv_ints("--workers"), default=[1, 2],
                    help="generator process counts to measure (loadgen run --workers), one ladder "
                    "each, interleaved (default 1,2)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run the ladders this many times (figures are given per repetition "
+                   "and as ranges; default 1)")
+    p.add_argument("--grid", action="store_true",
+                   help="run every rate of --rates for each worker count instead of climbing "
+                   "and bisecting")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--step-timeout-s", type=float, default=None,
                    help="kill a step after this long (default: duration + 30 s)")
@@ -703,7 +712,7 @@ class Bench:
         return time.monotonic() + est <= self.deadline
 
     def run(self, phase: str, rate: float, spin_us: float | None = None,
-            wrap: list[str] | None = None, workers: int = 1) -> Step | None:
+            wrap: list[str] | None = None, workers: int = 1, repeat: int = 0) -> Step | None:
         label = (f"{phase} {workers}x {rate:g} req/s"
                  + ("" if spin_us is None else f" spin {spin_us:g} us"))
         if not self.fits(rate):
@@ -711,7 +720,7 @@ class Bench:
             print(f"  {label}: skipped (time budget)", file=sys.stderr)
             return None
         n = self.n_for(rate)
-        name = (f"{len(self.steps):02d}-{phase}-w{workers}-{rate:g}"
+        name = (f"{len(self.steps):02d}-{phase}-w{workers}-{rate:g}-r{repeat}"
                 + ("" if spin_us is None else f"-spin{spin_us:g}"))
         rd = self.work / "runs"
         rd.mkdir(exist_ok=True)
@@ -719,7 +728,8 @@ class Bench:
             cmd = loadgen_cmd(self.server.url, rate, n, rd, name, self.a.seed, workers=workers)
         else:
             cmd = engine_cmd(self.server.url, rate, n, rd, name, self.a.seed, spin_us)
-        step = Step(phase=phase, rate=rate, num_prompts=n, spin_us=spin_us, workers=workers)
+        step = Step(phase=phase, rate=rate, num_prompts=n, spin_us=spin_us, workers=workers,
+                    repeat=repeat)
         print(f"  {label}: {n} requests ...", end="", flush=True, file=sys.stderr)
         measure(step, [*(wrap or []), *cmd], self.server, rd / name, self.timeout)
         print(f" {_verdict(step)}", file=sys.stderr)
@@ -731,18 +741,24 @@ class Bench:
 
     def ladder(self) -> None:
         """One ladder per worker count of --workers, interleaved (each count takes its next
-        step in turn), so that a noisy minute on a shared machine hits every count alike."""
+        step in turn), so that a noisy minute on a shared machine hits every count alike;
+        ``--repeat`` times. With ``--grid`` every rate of --rates is run (no climbing and
+        bisecting), which shows achieved against requested rate past each count's limit."""
         rates = sorted(set(self.a.rates) | {self.a.moderate_rate})
-        done: dict[int, dict[float, tuple[bool, bool]]] = {w: {} for w in self.a.workers}
-        active = list(self.a.workers)
-        while active:
-            for w in list(active):
-                r = next_rate(rates, done[w], self.a.refine)
-                s = self.run("ladder", r, workers=w) if r is not None else None
-                if s is None:
-                    active.remove(w)
-                    continue
-                done[w][r] = (s.sustained, s.keeps_up)
+        for k in range(self.a.repeat):
+            done: dict[int, dict[float, tuple[bool, bool]]] = {w: {} for w in self.a.workers}
+            active = list(self.a.workers)
+            while active:
+                for w in list(active):
+                    if self.a.grid:
+                        r = next((x for x in rates if x not in done[w]), None)
+                    else:
+                        r = next_rate(rates, done[w], self.a.refine)
+                    s = self.run("ladder", r, workers=w, repeat=k) if r is not None else None
+                    if s is None:
+                        active.remove(w)
+                        continue
+                    done[w][r] = (s.sustained, s.keeps_up)
 
     def spin_sweep(self, best: Step | None) -> None:
         """``best``: the rate that 'max' stands for."""
@@ -855,10 +871,13 @@ def main(argv: list[str] | None = None) -> int:
     by_w: dict[int, dict[str, Any]] = {}
     for w in a.workers:
         lad = sorted((s for s in steps if s.phase == "ladder" and s.workers == w),
-                     key=lambda s: s.rate)
+                     key=lambda s: (s.repeat, s.rate))
         by_w[w] = {"ladder": lad, "best": highest(steps, workers=w),
                    "keeps": highest(steps, "keeps_up", workers=w),
-                   "moderate": next((s for s in lad if s.rate == a.moderate_rate), None)}
+                   "moderate": next((s for s in lad if s.rate == a.moderate_rate), None),
+                   "per_repeat": [{"sustained": _rate(highest(steps, workers=w, repeat=k)),
+                                   "kept_up": _rate(highest(steps, "keeps_up", workers=w, repeat=k))}
+                                  for k in range(a.repeat)]}
     w1 = by_w.get(1) or by_w[a.workers[0]]
     best, keeps, moderate = w1["best"], w1["keeps"], w1["moderate"]
     spin = [s for s in steps if s.phase == "spin"]
@@ -916,6 +935,7 @@ def main(argv: list[str] | None = None) -> int:
         "by_workers": {str(w): {"highest_sustained": _cpu_view(v["best"]),
                                 "highest_keeping_up": _cpu_view(v["keeps"]),
                                 "cpu_at_moderate_rate": _cpu_view(v["moderate"]),
+                                "per_repeat": v["per_repeat"],
                                 "ladder": [asdict(s) for s in v["ladder"]]}
                        for w, v in by_w.items()},
         "scaling": scaling_line(by_w),
@@ -935,10 +955,20 @@ def main(argv: list[str] | None = None) -> int:
     return 130 if interrupted else 0
 
 
+def _rate(s: Step | None) -> float | None:
+    return s.rate if s else None
+
+
 def scaling_line(by_w: dict[int, dict[str, Any]]) -> str:
-    """Highest sustained / kept-up rate of each worker count, as ratios to the first count."""
+    """Highest sustained / kept-up rate of each worker count, as ratios to the first count
+    (over all repetitions, conservatively), and per repetition when there are several."""
     ws = list(by_w)
     out = []
+    reps = len(by_w[ws[0]].get("per_repeat") or [])
+    for k in range(reps if reps > 1 else 0):
+        out.append(f"repetition {k}: " + "; ".join(
+            f"--workers {w}: sustained {by_w[w]['per_repeat'][k]['sustained'] or 'none'}, "
+            f"kept up {by_w[w]['per_repeat'][k]['kept_up'] or 'none'}" for w in ws))
     for key, word in (("best", "sustained"), ("keeps", "kept up")):
         rates = {w: (by_w[w][key].rate if by_w[w][key] else None) for w in ws}
         base = rates[ws[0]]

@@ -125,3 +125,24 @@ def test_one_late_worker_makes_the_run_invalid_even_when_the_runs_p99_passes():
     ok = verdict(d, max_send_lag_ms=5.0, burst=False, interrupted=None, n_intended=1000,
                  n_recorded=1000, lag_p99_by_worker={"0": 0.5, "1": 0.6})
     assert ok["verdict"] == "VALID"
+
+
+def test_workers_flag_takes_a_count_or_auto_and_rejects_zero(capsys):
+    from loadgen.cli import build_parser
+
+    p = build_parser()
+    base = ["run", "--model", "m"]
+    assert p.parse_args(base).workers == "auto"
+    assert p.parse_args([*base, "--workers", "3"]).workers == 3
+    with pytest.raises(SystemExit) as e:
+        p.parse_args([*base, "--workers", "0"])
+    assert e.value.code == 2 and "--workers must be >= 1" in capsys.readouterr().err
+
+
+def test_fewer_concurrency_slots_than_workers_is_a_usage_error(capsys):
+    from loadgen.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--model", "m", "--max-concurrency", "1", "--workers", "2", "--num-prompts", "4"])
+    assert e.value.code == 2
+    assert "--max-concurrency 1 is smaller than --workers 2" in capsys.readouterr().err
