@@ -1,8 +1,8 @@
 """`loadgen run --workers N`: one global schedule sent by N local processes from one t0.
 
 1. The schedule is split (loadgen/split.py: round-robin by request index, sessions kept
-   whole) and each share goes to a worker process started with ``multiprocessing``'s
-   ``spawn`` method (a fresh interpreter: no copy of this process's threads or heap).
+   whole) and each share goes to a worker process, a fresh interpreter running
+   loadgen/worker_process.py (no copy of this process's threads or heap), over a socket.
 2. Each worker prepares its request bodies and freezes its heap, then reports ready. When
    all are ready, the parent picks ``t0 = now + START_MARGIN_S`` on ``time.perf_counter``
    (CLOCK_MONOTONIC: one clock for every process of the machine) and sends it to all (a
@@ -11,8 +11,8 @@
    at the end the parent merges records, time series and HdrHistograms into the run
    directory (loadgen/merge.py) and removes the per-worker files.
 
-Ctrl-C / SIGTERM: workers ignore SIGINT (a terminal's Ctrl-C reaches the whole process
-group); the parent catches it and tells every worker to stop; each cancels its in-flight
+Ctrl-C / SIGTERM: workers run in their own process group and ignore SIGINT; the parent
+catches it and tells every worker to stop; each cancels its in-flight
 requests (recorded as ``cancelled``), closes its records and reports, and the parent saves a
 partial run. A worker that dies without reporting is named in the manifest.
 """
@@ -20,13 +20,13 @@ partial run. A worker that dies without reporting is named in the manifest.
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import os
 import shutil
 import signal
+import socket
+import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -43,7 +43,7 @@ from loadgen.engine import EngineOptions
 from loadgen.merge import generator_section, merge_records, merge_timeseries, timeseries_table
 from loadgen.progress import Progress
 from loadgen.split import session_ids_of, split_indices, subset_workload
-from loadgen.worker import PreparedWorker, WorkerJob
+from loadgen.worker import WorkerJob
 
 START_MARGIN_S = 0.2  # t0 = the moment all workers are ready + this
 # Auto worker count: the Poisson rate one process sustains with send-lag p99 about 1 ms on a
@@ -113,67 +113,6 @@ def make_jobs(spec: Any, workers: int, records_dir: Path) -> list[WorkerJob]:
 
 
 # --------------------------------------------------------------------------------------------
-# The worker process
-# --------------------------------------------------------------------------------------------
-
-def _process_main(conn: Connection, job: WorkerJob) -> None:
-    """Entry point of a worker process: prepare, say ready, wait for t0, run, report."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    try:
-        prepared = PreparedWorker(job)
-        conn.send(("ready", prepared.prepare_s))
-        msg = conn.recv()
-        if msg[0] != "start":
-            conn.send(("stopped", None))
-            return
-        import uvloop
-
-        rep = uvloop.run(_run(conn, prepared, msg[1]))
-        conn.send(("done", rep))
-    except (EOFError, BrokenPipeError):
-        return  # the parent is gone
-    except BaseException as e:
-        try:
-            conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
-        except OSError:
-            pass
-
-
-async def _run(conn: Connection, prepared: PreparedWorker, t0: float) -> dict[str, Any]:
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    state: dict[str, Any] = {"stop": False}
-
-    def on_message() -> None:
-        try:
-            m = conn.recv()
-        except (EOFError, OSError):
-            m = ("stop",)  # the parent died: stop too
-        if m[0] == "stop":
-            state["stop"] = True
-            loop.remove_reader(conn.fileno())
-            if "task" in state:
-                state["task"].cancel()
-
-    def on_task(task: Any) -> None:
-        state["task"] = task
-        if state["stop"]:
-            task.cancel()
-
-    def progress(res: Any, now: float) -> None:
-        c = res.counters
-        conn.send(("progress", (c.started, c.sent, c.done, c.failed, c.in_flight, now)))
-
-    loop.add_reader(conn.fileno(), on_message)
-    try:
-        return await prepared.run(t0, on_progress=progress, on_task=on_task)
-    finally:
-        if not state["stop"]:
-            loop.remove_reader(conn.fileno())
-
-
-# --------------------------------------------------------------------------------------------
 # The parent
 # --------------------------------------------------------------------------------------------
 
@@ -218,25 +157,25 @@ def run_local(spec: Any, run_dir: Path, manifest: dict[str, Any], workers: int) 
     """Run ``spec`` with ``workers`` local processes; return the finished manifest."""
     records_dir = run_dir / "workers"
     jobs = make_jobs(spec, workers, records_dir)
-    ctx = mp.get_context("spawn")
     procs, conns = [], []
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the children: see above
+    failures: dict[int, str] = {}
     try:
-        for job in jobs:
-            mine, theirs = ctx.Pipe(duplex=True)
-            p = ctx.Process(target=_process_main, args=(theirs, job), daemon=True,
-                            name=f"loadgen-worker-{job.worker}")
-            p.start()
-            theirs.close()
+        for _ in jobs:
+            p, c = _start_process()
             procs.append(p)
-            conns.append(mine)
-    finally:
-        signal.signal(signal.SIGINT, old)
+            conns.append(c)
+        for k, (job, c) in enumerate(zip(jobs, conns, strict=True)):
+            try:
+                c.send(job)
+            except OSError as e:  # it died before reading its job
+                failures[k] = f"worker {k} exited (code {procs[k].poll()}) before its job was sent: {e}"
+    except BaseException:
+        _reap(procs, kill=True)
+        raise
     tel = _telemetry(spec)
     progress = Progress(len(spec.workload), spec.workload.duration,
                         enabled=spec.progress and not spec.quiet)
     reports: dict[int, dict[str, Any]] = {}
-    failures: dict[int, str] = {}
     ready: dict[int, float] = {}
     live: dict[int, tuple[int, ...]] = {}
     t0 = t0_unix = math.nan
@@ -261,18 +200,18 @@ def run_local(spec: Any, run_dir: Path, manifest: dict[str, Any], workers: int) 
                     last = now
                     progress(_aggregate(live), now - t0)
         finally:
-            for p in procs:
-                p.join(timeout=10)
-                if p.is_alive():
-                    p.terminate()
-                    p.join(timeout=5)
+            _reap(procs)
             progress.close()
             if tel is not None:
                 tel.stop()
     if math.isnan(t0) and stopper.by is None and failures:
-        raise WorkerError("; ".join(failures[k] for k in sorted(failures)))
+        first = failures[min(failures)]
+        if "\n" in first:
+            print(first.split("\n", 1)[1], file=sys.stderr, end="")  # the worker's traceback
+        raise WorkerError("; ".join(failures[k].splitlines()[0] for k in sorted(failures)))
     reps = [reports[k] for k in sorted(reports)]
-    info = {"mode": "processes", "start_method": "spawn", "count": workers, "split": SPLIT_DOC,
+    info = {"mode": "processes", "start_method": "python -m loadgen.worker_process (own "
+            "process group; job and messages over a socket)", "count": workers, "split": SPLIT_DOC,
             "start_margin_s": START_MARGIN_S,
             "t0_agreement": "barrier (every worker prepared), then t0 = now + margin on "
                             "time.perf_counter (CLOCK_MONOTONIC, shared by the machine)"}
@@ -290,8 +229,11 @@ def _pump(by_conn: dict[Connection, int], procs: list, ready: dict, live: dict, 
         except (EOFError, OSError):
             del by_conn[c]
             if k not in reports and k not in failures:
-                procs[k].join(timeout=2)
-                failures[k] = f"worker {k} exited (code {procs[k].exitcode}) without reporting"
+                try:
+                    code = procs[k].wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    code = None
+                failures[k] = f"worker {k} exited (code {code}) without reporting"
             continue
         if kind == "ready":
             ready[k] = payload
@@ -304,6 +246,33 @@ def _pump(by_conn: dict[Connection, int], procs: list, ready: dict, live: dict, 
             failures[k] = f"worker {k} was stopped before t0"
         elif kind == "error":
             failures[k] = f"worker {k} failed: {payload}"
+
+
+def _start_process() -> tuple[subprocess.Popen, Connection]:
+    """A fresh interpreter running loadgen/worker_process.py, in its own process group, with
+    one end of a socket pair; this repository's code first on its path."""
+    mine, theirs = socket.socketpair()
+    code_root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join([code_root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "loadgen.worker_process", str(theirs.fileno())],
+                             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                             process_group=0, env={**os.environ, "PYTHONPATH": path})
+    finally:
+        theirs.close()
+    return p, Connection(mine.detach())
+
+
+def _reap(procs: list[subprocess.Popen], kill: bool = False) -> None:
+    """Wait for every worker (10 s), then kill the ones still running."""
+    for p in procs:
+        if kill and p.poll() is None:
+            p.kill()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)
 
 
 def _aggregate(live: dict[int, tuple[int, ...]]) -> SimpleNamespace:

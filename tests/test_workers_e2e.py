@@ -139,3 +139,22 @@ def test_a_local_ray_cluster_run_produces_one_valid_run_directory(start_sim, tmp
     assert len(clocks) == 2 and all(abs(c["offset_s"]) <= c["error_bound_s"] + 0.005 for c in clocks)
     assert set(res.summary["self_check"]["send_lag_ms_by_worker"]) == {"0", "1"}
     assert np.isfinite(res.summary["latency_ms"]["from_sent"]["ttft"]["p50"])
+
+
+def test_a_worker_that_fails_before_t0_fails_the_run_with_its_error(tmp_path):
+    from dataclasses import replace
+
+    from loadgen.workers import WorkerError
+
+    # prompts that are bytes, not text: orjson cannot encode them, so every worker's
+    # prepare() raises before t0
+    good = synthetic_workload(num_requests=10, request_rate=5.0, seed=1)
+    wl = replace(good, prompts=[p.encode() for p in good.prompts])
+    spec = RunSpec(client=ClientConfig(base_url="http://127.0.0.1:9", model="m"), workload=wl,
+                   result_dir=tmp_path, run_name="bad", progress=False, do_preflight=False,
+                   workers=2)
+    with pytest.raises(WorkerError, match="^worker 0 failed: TypeError: Type is not JSON "
+                       "serializable: bytes; worker 1 failed: TypeError"):
+        execute(spec)
+    m = orjson.loads((tmp_path / "bad" / "manifest.json").read_bytes())
+    assert m["status"] == "failed" and "worker 1 failed" in m["failure"]
