@@ -77,7 +77,10 @@ def summarize(run: Run) -> dict[str, Any]:
         "input": dict(Counter(t.column("input_tokens_source").to_numpy(zero_copy_only=False)[d.ok].tolist())),
         "output": dict(Counter(t.column("output_tokens_source").to_numpy(zero_copy_only=False)[d.ok].tolist())),
     }
-    intended_span = float(t_int.max()) if len(t_int) else 0.0
+    # the workload's span (also right for a partial run, whose last records come early)
+    span_wl = wl.get("intended_duration_s")
+    intended_span = float(span_wl) if isinstance(span_wl, int | float) and span_wl > 0 else (
+        float(t_int.max()) if len(t_int) else 0.0)
     sent_ok = t_sent[np.isfinite(t_sent)]
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

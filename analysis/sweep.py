@@ -31,7 +31,7 @@ import numpy as np
 import orjson
 from scipy import stats
 
-from analysis.load import Run, load_run
+from analysis.load import Run, has_records, load_run
 from analysis.metrics import col
 
 DEFAULT_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0, 1.1)
@@ -182,7 +182,7 @@ def load_sweep(path: str | Path) -> Sweep:
     runs, rates = [], []
     for it in items:
         rd = p / it["run_dir"]
-        if not (rd / "requests.parquet").exists():
+        if not has_records(rd):
             continue
         runs.append(load_run(rd))
         rates.append(float(it["rate"]))
@@ -190,6 +190,11 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 # ---- running a sweep (side effects) ----------------------------------------------------------
+
+def _stop_if_interrupted(res: Any) -> None:
+    """A run cut short by Ctrl-C/SIGTERM (saved as partial) stops the whole sweep."""
+    if res.summary["validity"]["verdict"] == "PARTIAL":
+        raise KeyboardInterrupt
 
 def _write(path: Path, obj: Any) -> None:
     from loadgen.manifest import write_json_atomic
@@ -271,6 +276,7 @@ def run_sweep(ns: argparse.Namespace, argv: list[str], log=print) -> tuple[Path,
             pr = float(ns.probe_rate) if ns.probe_rate else math.inf
             log(f"sweep: saturation probe, {ns.probe_requests} requests at rate {pr:g}")
             res = _one_run(ns, pr, ns.probe_requests, root, "probe", argv, ns.quiet, extra)
+            _stop_if_interrupted(res)
             run = load_run(res.run_dir)
             ok = run.requests.column("status").to_numpy(zero_copy_only=False) == "ok"
             sat = saturation_throughput(col(run.requests, "t_done")[ok])
@@ -288,6 +294,7 @@ def run_sweep(ns: argparse.Namespace, argv: list[str], log=print) -> tuple[Path,
             n = requests_for(rate, ns)
             log(f"sweep: rate {rate:g} req/s, {n} requests ({i + 1}/{len(rates)})")
             res = _one_run(ns, rate, n, root, rate_dir_name(rate), argv, ns.quiet, extra)
+            _stop_if_interrupted(res)
             check = saturation_check(load_run(res.run_dir), rules)
             s = res.summary
             meta["runs"].append({

@@ -133,7 +133,8 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
 
     from loadgen.engine import EngineOptions
     from loadgen.preflight import PreflightError
-    from loadgen.run import EXIT_ERROR, RunSpec, execute
+    from loadgen.result_dir import ResultDirError
+    from loadgen.run import EXIT_ERROR, RunSpec, RunWriteError, execute
 
     cfg = client_config(ns)
     try:
@@ -161,6 +162,9 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
     except FileExistsError as e:
         print(f"loadgen run: run directory {e.filename} already exists; choose another --run-name",
               file=sys.stderr)
+        return EXIT_ERROR
+    except (ResultDirError, RunWriteError) as e:
+        print(f"loadgen run: {e}", file=sys.stderr)
         return EXIT_ERROR
     if ns.result_filename:
         Path(ns.result_dir, ns.result_filename).write_bytes(

@@ -107,7 +107,9 @@ async def run_engine(
 
     async with client.connect(opts) as send:
         t0 = clock() + start_delay_s
-        res = EngineResult(t0=t0, t0_unix=time.time() + start_delay_s, counters=c)
+        # res.timeseries grows during the run (on_progress callers may stream it to disk)
+        res = EngineResult(t0=t0, t0_unix=time.time() + start_delay_s, counters=c,
+                           timeseries=ts_rows)
         cpu0 = _cpu()
 
         async def one(k: int) -> None:
