@@ -17,7 +17,12 @@ import os
 import sys
 from pathlib import Path
 
-from loadgen.clients.openai import BACKEND_ENDPOINTS, ENDPOINTS, ClientConfig
+from loadgen.clients.openai import (
+    BACKEND_ENDPOINTS,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    ENDPOINTS,
+    ClientConfig,
+)
 from loadgen.flags import UsageError, _header, _json_obj, _positive_float, _positive_int
 from loadgen.workload_flags import add_workload_arguments, build_workload
 
@@ -61,6 +66,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timeout", "--request-timeout", dest="timeout", type=_positive_float("--timeout"),
                    default=600.0, help="per-request timeout in seconds (default 600); "
                    "requests that exceed it are recorded as 'timeout'")
+    g.add_argument("--max-response-bytes", type=_positive_int("--max-response-bytes"),
+                   default=DEFAULT_MAX_RESPONSE_BYTES, metavar="N",
+                   help="cut off a response body larger than N bytes and record it as "
+                   "invalid_response (default 256 MiB), so a runaway stream cannot exhaust memory")
+    g.add_argument("--insecure", "--no-verify-tls", dest="verify_tls", action="store_false",
+                   help="do not verify the HTTPS server's certificate (self-signed test servers "
+                   "only; by default certificates are verified)")
     g.add_argument("--skip-preflight", action="store_true",
                    help="do not check /v1/models and send a test request before the run")
 
@@ -107,7 +119,8 @@ def client_config(ns: argparse.Namespace) -> ClientConfig:
         base_url=base, model=ns.model, endpoint=endpoint, stream=ns.stream,
         include_usage=ns.include_usage, ignore_eos=ns.ignore_eos, api_key=ns.api_key,
         headers=dict(ns.header), timeout_s=ns.timeout, extra_body=ns.extra_body,
-        served_model_name=ns.served_model_name,
+        served_model_name=ns.served_model_name, max_response_bytes=ns.max_response_bytes,
+        verify_tls=ns.verify_tls,
     )
 
 
@@ -151,6 +164,8 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
         keep_chunk_times=ns.keep_chunk_times, do_preflight=not ns.skip_preflight,
         progress=ns.progress, argv=["loadgen", *argv],
     )
+    if not ns.verify_tls and cfg.base_url.startswith("https://"):
+        print("warning: --insecure: the server's TLS certificate is not verified", file=sys.stderr)
     if ns.max_concurrency:
         print(f"note: --max-concurrency {ns.max_concurrency} makes this a CLOSED-LOOP run: "
               "requests wait for a free slot; that wait is recorded as slot_wait", file=sys.stderr)

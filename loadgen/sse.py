@@ -13,6 +13,7 @@ OpenAI streams end with ``data: [DONE]``.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import orjson
@@ -49,57 +50,115 @@ def _output_text(choice: dict, chat: bool) -> str | None:
     return delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
 
 
+def _normalised(pieces: list[bytes]) -> tuple[bytes, list[int]]:
+    """All pieces joined with CRLF and CR line ends made LF, and the end offset of each piece
+    in the result. A CRLF split across two reads counts once. O(total bytes)."""
+    out: list[bytes] = []
+    ends: list[int] = []
+    n = 0
+    after_cr = False
+    for piece in pieces:
+        if after_cr and piece.startswith(b"\n"):
+            piece = piece[1:]  # the LF of a CRLF whose CR ended the previous read
+        after_cr = piece.endswith(b"\r")
+        if b"\r" in piece:
+            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        out.append(piece)
+        n += len(piece)
+        ends.append(n)
+    return b"".join(out), ends
+
+
+def _utf8_problem(data: bytes) -> str | None:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"invalid UTF-8 at byte {e.start} ({data[max(0, e.start - 20):e.start + 20]!r})"
+    return None
+
+
 def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamResult:
-    """Token events, usage and end-of-stream markers of an OpenAI completions/chat stream."""
+    """Token events, usage and end-of-stream markers of an OpenAI completions/chat stream.
+
+    Linear in the bytes received, whatever their framing (a giant event arriving in many
+    reads costs no more than many small ones).
+    """
     res = StreamResult()
-    buf = b""
+    if len(pieces) != len(times):
+        raise ValueError(f"{len(pieces)} pieces but {len(times)} times")
+    if not any(b"\r" in p for p in pieces):
+        data = b"".join(pieces)
+        ends = list(itertools.accumulate(map(len, pieces)))
+    else:
+        data, ends = _normalised(pieces)
     last_t = times[-1] if times else float("nan")
     events: list[tuple[bytes, float]] = []
-    for piece, t in zip(pieces, times, strict=True):
-        buf = buf + piece if buf else piece
-        if b"\r" in buf and not buf.endswith(b"\r"):
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if b"\n\n" not in buf:
-            continue
-        *complete, buf = buf.split(b"\n\n")
-        events.extend((e, t) for e in complete)
-    if buf.strip():
-        events.append((buf.replace(b"\r\n", b"\n").strip(b"\n"), last_t))
+    pos, j, n_pieces = 0, 0, len(ends)
+    find = data.find
+    while True:
+        e = find(b"\n\n", pos)
+        if e < 0:
+            break
+        # The event is complete when its terminator's second LF (offset e + 1) has arrived.
+        while j < n_pieces and ends[j] <= e + 1:
+            j += 1
+        events.append((data[pos:e], times[j] if j < n_pieces else last_t))
+        pos = e + 2
+    rest = data[pos:]
+    if rest.strip():
+        events.append((rest.strip(b"\n"), last_t))
 
     for raw, t in events:
-        data = _event_data(raw.lstrip(b"\n"))
-        if data is None:
+        data_ = _event_data(raw.lstrip(b"\n"))
+        if data_ is None:
             continue
         res.n_events += 1
-        if data == b"[DONE]":
+        if data_ == b"[DONE]":
             res.done = True
             continue
         if res.done:
             continue  # anything after [DONE] is ignored, as OpenAI clients do
         try:
-            obj = orjson.loads(data)
+            obj = orjson.loads(data_)
         except orjson.JSONDecodeError:
-            res.error = f"malformed SSE data in event {res.n_events}: {data[:200]!r}"
+            bad = _utf8_problem(data_)
+            if bad:
+                res.error = f"SSE event {res.n_events}: {bad}"
+            else:
+                res.error = f"malformed SSE data in event {res.n_events}: {data_[:200]!r}"
             return res
         if not isinstance(obj, dict):
-            res.error = f"SSE event {res.n_events} is not a JSON object: {data[:200]!r}"
+            res.error = f"SSE event {res.n_events} is not a JSON object: {data_[:200]!r}"
             return res
         if "error" in obj:
             err = obj["error"]
             msg = err.get("message", err) if isinstance(err, dict) else err
             res.error = f"server sent an error event: {str(msg)[:300]}"
             return res
-        if obj.get("usage"):
-            res.usage = obj["usage"]
+        usage = obj.get("usage")
+        if usage:
+            if not isinstance(usage, dict):
+                res.error = f"SSE event {res.n_events}: usage is not an object: {usage!r:.200}"
+                return res
+            res.usage = usage
         choices = obj.get("choices") or ()
+        if not isinstance(choices, list):
+            res.error = f"SSE event {res.n_events}: choices is not a list: {choices!r:.200}"
+            return res
         if not choices:
             continue
         choice = choices[0]
         if not isinstance(choice, dict):
             res.error = f"SSE event {res.n_events}: choices[0] is not an object"
             return res
-        if _output_text(choice, chat):
+        try:
+            text = _output_text(choice, chat)
+        except AttributeError:  # delta is not an object
+            res.error = f"SSE event {res.n_events}: choices[0].delta is not an object"
+            return res
+        if text:
             res.token_times.append(t)
-        if choice.get("finish_reason"):
-            res.finish_reason = choice["finish_reason"]
+        fr = choice.get("finish_reason")
+        if fr:
+            res.finish_reason = str(fr)
     return res

@@ -40,6 +40,15 @@ BACKEND_ENDPOINTS = {
 }
 
 
+DEFAULT_MAX_RESPONSE_BYTES = 256 << 20
+ERROR_BODY_BYTES = 64 << 10
+"""Bytes of an error response kept (its first 300 characters go into the record)."""
+
+
+class ResponseTooLarge(Exception):
+    """The response body passed ``ClientConfig.max_response_bytes``."""
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     base_url: str  # e.g. http://127.0.0.1:8000 (no trailing /v1)
@@ -53,6 +62,10 @@ class ClientConfig:
     timeout_s: float = 600.0
     extra_body: dict[str, Any] = field(default_factory=dict)
     served_model_name: str | None = None  # the "model" field sent, if it differs from model
+    # A response body larger than this is cut off and recorded as invalid_response, so that a
+    # runaway stream cannot exhaust memory (a 128k-token stream is ~40 MB).
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    verify_tls: bool = True  # HTTPS certificates are verified unless --insecure
 
     @property
     def url(self) -> str:
@@ -159,34 +172,43 @@ async def send(
     """
     clock = time.perf_counter
     chat = cfg.chat
+    limit = cfg.max_response_bytes
     rec.t_sent = clock() - t0
     try:
         async with session.post(cfg.url, data=body, headers=headers, timeout=timeout) as resp:
             rec.t_first_byte = clock() - t0
             rec.http_status = resp.status
             if resp.status >= 300:
-                data = await resp.read()
+                data = await _read_capped(resp, ERROR_BODY_BYTES)
                 rec.t_done = clock() - t0
                 rec.response_bytes = len(data)
                 rec.status = "http_error"
                 retry = resp.headers.get("Retry-After")
                 rec.error = f"HTTP {resp.status}{f' (Retry-After: {retry})' if retry else ''}: " + data[:300].decode("utf-8", "replace")
                 return
+            pieces: list[bytes] = []
+            times: list[float] = []
+            append_p, append_t = pieces.append, times.append
+            n = 0
+            async for piece in resp.content.iter_any():
+                append_t(clock() - t0)
+                append_p(piece)
+                n += len(piece)
+                if n > limit:
+                    break
+            rec.t_done = clock() - t0
+            rec.response_bytes = n
+            if n > limit:
+                if cfg.stream:
+                    _finish_stream(rec, pieces, times, chat)
+                rec.status = "invalid_response"
+                rec.error = (f"response larger than {limit} bytes (--max-response-bytes); cut "
+                             f"off after {n} bytes, {len(pieces)} reads")
+                return
             if cfg.stream:
-                pieces: list[bytes] = []
-                times: list[float] = []
-                append_p, append_t = pieces.append, times.append
-                async for piece in resp.content.iter_any():
-                    append_t(clock() - t0)
-                    append_p(piece)
-                rec.t_done = clock() - t0
-                rec.response_bytes = sum(map(len, pieces))
                 _finish_stream(rec, pieces, times, chat)
             else:
-                data = await resp.read()
-                rec.t_done = clock() - t0
-                rec.response_bytes = len(data)
-                _finish_json(rec, data, chat)
+                _finish_json(rec, b"".join(pieces), chat)
     except asyncio.CancelledError:
         rec.t_done = clock() - t0
         rec.status, rec.error = "cancelled", "cancelled by the generator"
@@ -209,6 +231,19 @@ async def send(
     except aiohttp.ClientError as e:
         rec.t_done = clock() - t0
         rec.status, rec.error = "invalid_response", _describe(e)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most about ``limit`` bytes of the body (the rest is left unread; the connection is
+    then not reused)."""
+    parts: list[bytes] = []
+    n = 0
+    async for piece in resp.content.iter_any():
+        parts.append(piece)
+        n += len(piece)
+        if n >= limit:
+            break
+    return b"".join(parts)
 
 
 class OpenAIClient:
@@ -237,7 +272,7 @@ class OpenAIClient:
         cfg = self.cfg
         headers = cfg.request_headers()
         timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
-        async with make_session(opts, cfg.timeout_s) as session:
+        async with make_session(opts, cfg.timeout_s, verify_tls=cfg.verify_tls) as session:
 
             async def sender(body: bytes, rec: Record, t0: float) -> None:
                 await send(session, cfg, headers, body, rec, t0, timeout)

@@ -27,6 +27,9 @@ from servers.sim import __version__
 from servers.sim.config import SimConfig
 from servers.sim.engine import Engine, Sequence
 from servers.sim.faults import (
+    CONTINUING,
+    ENDLESS_INTERVAL_S,
+    INVALID_UTF8_TEXT,
     MALFORMED_BODY,
     MALFORMED_EVENT,
     choose_fault,
@@ -101,7 +104,7 @@ async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
     fault = choose_fault(config.fault_rate, config.fault_kind, tokens.fault_draw)
     if fault is not None:
         state.faults[fault] += 1
-        if fault in ("http500", "http429"):
+        if fault in ("http500", "http429", "http503"):
             status, headers, body = fault_error(fault, number)
             return web.Response(status=status, headers=headers, body=body, content_type=JSON)
     seq = Sequence(number, req.prompt_tokens, req.max_tokens, tokens,
@@ -131,15 +134,20 @@ async def _stream(request: web.Request, state: SimState, req: GenerationRequest,
             if fault_at is not None and (end > fault_at or finish is not None):
                 # The fault takes the place of token number fault_at (0-based).
                 upto = min(end, fault_at)
-                if fault != "stall":
+                if fault not in CONTINUING:
                     if upto > sent:
                         await resp.write(_encode_tokens(enc, seq, sent, upto, None, sent == 0))
-                    return await _break_stream(request, resp, fault)
+                    return await _break_stream(request, resp, fault, enc)
                 last = finish if upto == end else None  # it stopped early: say so first
                 if upto > sent:
                     await resp.write(_encode_tokens(enc, seq, sent, upto, last, sent == 0))
                 sent = upto
-                await asyncio.sleep(state.config.fault_stall_s)
+                if fault == "stall":
+                    await asyncio.sleep(state.config.fault_stall_s)
+                elif fault == "utf8":
+                    await resp.write(enc.raw_text(INVALID_UTF8_TEXT))
+                else:  # giant: one chunk, one write
+                    await resp.write(enc.raw_text(orjson.dumps("x" * state.config.fault_giant_bytes)))
                 fault_at = None
                 continue
             if finish is None:
@@ -176,13 +184,24 @@ def _encode_tokens(enc: StreamEncoder, seq: Sequence, start: int, end: int,
 
 
 async def _break_stream(request: web.Request, resp: web.StreamResponse,
-                        fault: str | None) -> web.StreamResponse:
+                        fault: str | None, enc: StreamEncoder) -> web.StreamResponse:
     if fault == "malformed":
         await resp.write(MALFORMED_EVENT)
         await resp.write_eof()
     elif fault == "reset":
         _reset_connection(request)
+    elif fault == "endless":
+        await _endless(request, resp, lambda k: enc.raw_text(orjson.dumps(f" more{k}")))
     return resp
+
+
+async def _endless(request: web.Request, resp: web.StreamResponse, piece) -> None:
+    """Write ``piece(k)`` every ENDLESS_INTERVAL_S until the client goes away."""
+    k = 0
+    while request.transport is not None and not request.transport.is_closing():
+        await resp.write(piece(k))
+        k += 1
+        await asyncio.sleep(ENDLESS_INTERVAL_S)
 
 
 def _reset_connection(request: web.Request) -> None:
@@ -215,17 +234,29 @@ async def _complete(request: web.Request, state: SimState, req: GenerationReques
         return web.Response(body=MALFORMED_BODY, content_type=JSON)
     if fault == "stall":
         await asyncio.sleep(state.config.fault_stall_s)
+    if fault == "endless":
+        resp = web.StreamResponse(headers={"Content-Type": JSON})
+        await resp.prepare(request)
+        with contextlib.suppress(ConnectionResetError):
+            await _endless(request, resp, lambda k: b" ")
+        return resp
+    text = seq.tokens.text(seq.generated)
+    if fault == "giant":
+        text += "x" * state.config.fault_giant_bytes
     body = completion_body(
         chat=req.chat,
         rid=request_id(req.chat, seq.number),
         created=int(time.time()),
         model=state.config.model,
-        text=seq.tokens.text(seq.generated),
+        text=text,
         finish_reason=seq.finish_reason,
         prompt_tokens=req.prompt_tokens,
         completion_tokens=seq.generated,
         sim_timings=seq.timings(),
     )
+    if fault == "utf8":  # the text's first bytes replaced by bytes that are not UTF-8
+        key = b'"text":"' if not req.chat else b'"content":"'
+        body = body.replace(key, key[:-1] + INVALID_UTF8_TEXT[:-1], 1)
     return web.Response(body=body, content_type=JSON)
 
 
@@ -262,6 +293,7 @@ async def _version(request: web.Request) -> web.Response:
         "fault_rate": c.fault_rate,
         "fault_kind": c.fault_kind,
         "fault_stall_s": c.fault_stall_s,
+        "fault_giant_bytes": c.fault_giant_bytes,
         "clock": state.engine.sleeper_kind,
     }
     return web.Response(body=orjson.dumps(body), content_type=JSON)

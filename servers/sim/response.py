@@ -67,6 +67,11 @@ class StreamEncoder:
         end = orjson.dumps(finish_reason) + b"}]}\n\n"
         return self._prefix + WORD_JSON[word] + self._suffix + end
 
+    def raw_text(self, json_text: bytes) -> bytes:
+        """A running token chunk whose text is ``json_text``, spliced in as given (faults use
+        it for a giant chunk and for bytes that are not UTF-8)."""
+        return self._prefix + json_text + self._suffix_running
+
     def role(self) -> bytes:
         """Chat only: the first chunk, ``"delta":{"role":"assistant","content":""}``."""
         choice = {"index": 0, "delta": {"role": "assistant", "content": ""},
