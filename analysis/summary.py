@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.errors import error_table
 from analysis.histograms import PERCENTILES, describe_ms, percentile_word
 from analysis.jsonsafe import plain
 from analysis.load import Run
@@ -97,7 +98,9 @@ def summarize(run: Run) -> dict[str, Any]:
             "failed": n_failed,
             "by_status": by_status,
         },
-        "errors": {"by_status": {k: v for k, v in by_status.items() if k != "ok"}, "examples": examples},
+        "errors": {"by_status": {k: v for k, v in by_status.items() if k != "ok"}, "examples": examples,
+                   "by_cause": error_table(status.tolist(),
+                                           t.column("http_status").to_pylist(), errors.tolist())},
         "throughput": {
             "duration_s": duration,
             "request_throughput": n_ok / duration if duration > 0 else 0.0,

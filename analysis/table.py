@@ -27,8 +27,15 @@ def render_summary(s: dict[str, Any]) -> str:
         f"requests: {c['intended']} intended, {c['sent']} sent, {c['ok']} ok, {c['failed']} failed"
         + (f" ({', '.join(f'{k}={n}' for k, n in s['errors']['by_status'].items())})" if c["failed"] else "")
     )
-    for st, ex in s["errors"]["examples"].items():
-        lines.append(f"  e.g. {st}: {str(ex)[:160]}")
+    by_cause = s["errors"].get("by_cause")
+    if by_cause:
+        lines.append(f"  {'errors: status':<20} {'cause':<26} {'count':>6}  example")
+        for row in by_cause:
+            lines.append(f"  {row['status']:<20} {row['cause'][:26]:<26} {row['count']:>6}  "
+                         f"{str(row['example'])[:90]}")
+    else:
+        for st, ex in s["errors"]["examples"].items():
+            lines.append(f"  e.g. {st}: {str(ex)[:160]}")
     lines.append(
         f"throughput: {_f(tp['request_throughput'])} req/s, {_f(tp['output_token_throughput'], 1)} "
         f"output tok/s over {_f(tp['duration_s'])} s (intended rate {_f(tp['intended_rate'])}, "

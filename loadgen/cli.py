@@ -30,7 +30,8 @@ from loadgen.workload_flags import add_workload_arguments, build_workload
 COMMAND_MODULES: tuple[str, ...] = ("analysis.report_commands", "analysis.commands",
                                     "loadgen.telemetry.commands",
                                     "arrivals.commands",
-                                    "servers.models.commands")
+                                    "servers.models.commands",
+                                    "servers.faultproxy.cli")
 # Modules that add runtimes under `loadgen serve` (servers issue). One line each.
 SERVE_MODULES: tuple[str, ...] = ("servers.llamacpp.cli", "servers.pytorch.cli")
 

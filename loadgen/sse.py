@@ -141,12 +141,12 @@ def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamR
                 res.error = f"SSE event {res.n_events}: usage is not an object: {usage!r:.200}"
                 return res
             res.usage = usage
-        choices = obj.get("choices") or ()
+        choices = obj.get("choices")
+        if not choices:
+            continue
         if not isinstance(choices, list):
             res.error = f"SSE event {res.n_events}: choices is not a list: {choices!r:.200}"
             return res
-        if not choices:
-            continue
         choice = choices[0]
         if not isinstance(choice, dict):
             res.error = f"SSE event {res.n_events}: choices[0] is not an object"

@@ -42,6 +42,8 @@ BACKEND_ENDPOINTS = {
 
 DEFAULT_MAX_RESPONSE_BYTES = 256 << 20
 ERROR_BODY_BYTES = 64 << 10
+PARSE_IN_THREAD_BYTES = 1 << 20
+"""Responses larger than this are parsed in a thread, so the pacer is not held up."""
 """Bytes of an error response kept (its first 300 characters go into the record)."""
 
 
@@ -151,6 +153,19 @@ def _finish_json(rec: Record, data: bytes, chat: bool) -> None:
     _set_usage(rec, obj.get("usage"), count_chunks=False)
 
 
+def _finish(rec: Record, pieces: list[bytes], times: list[float], chat: bool, stream: bool,
+            n: int, limit: int) -> None:
+    """Parse a received body into ``rec`` (status, tokens, times)."""
+    if stream:
+        _finish_stream(rec, pieces, times, chat)
+    elif n <= limit:
+        _finish_json(rec, b"".join(pieces), chat)
+    if n > limit:
+        rec.status = "invalid_response"
+        rec.error = (f"response larger than {limit} bytes (--max-response-bytes); cut off "
+                     f"after {n} bytes, {len(pieces)} reads")
+
+
 def _describe(e: BaseException) -> str:
     s = str(e)
     return f"{type(e).__name__}: {s}" if s else type(e).__name__
@@ -198,17 +213,10 @@ async def send(
                     break
             rec.t_done = clock() - t0
             rec.response_bytes = n
-            if n > limit:
-                if cfg.stream:
-                    _finish_stream(rec, pieces, times, chat)
-                rec.status = "invalid_response"
-                rec.error = (f"response larger than {limit} bytes (--max-response-bytes); cut "
-                             f"off after {n} bytes, {len(pieces)} reads")
+            if n > PARSE_IN_THREAD_BYTES:  # a giant response: parse it off the event loop
+                await asyncio.to_thread(_finish, rec, pieces, times, chat, cfg.stream, n, limit)
                 return
-            if cfg.stream:
-                _finish_stream(rec, pieces, times, chat)
-            else:
-                _finish_json(rec, b"".join(pieces), chat)
+            _finish(rec, pieces, times, chat, cfg.stream, n, limit)
     except asyncio.CancelledError:
         rec.t_done = clock() - t0
         rec.status, rec.error = "cancelled", "cancelled by the generator"
