@@ -23,7 +23,15 @@ from loadgen.clients.openai import (
     ENDPOINTS,
     ClientConfig,
 )
-from loadgen.flags import UsageError, _header, _json_obj, _positive_float, _positive_int
+from loadgen.flags import (
+    UsageError,
+    _header,
+    _json_obj,
+    _non_negative_int,
+    _port,
+    _positive_float,
+    _positive_int,
+)
 from loadgen.workload_flags import add_workload_arguments, build_workload
 
 # Modules that add sub-commands (see the module docstring). One line each.
@@ -41,7 +49,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base-url", help="server URL without /v1, e.g. http://127.0.0.1:8000 "
                    "(default: http://HOST:PORT from --host/--port)")
     g.add_argument("--host", default="127.0.0.1", help="server host when --base-url is not given")
-    g.add_argument("--port", type=int, default=8000, help="server port when --base-url is not given")
+    g.add_argument("--port", type=_port, default=8000, help="server port when --base-url is not given")
     g.add_argument("--endpoint", default=None, help="API path: /v1/completions (default) or "
                    "/v1/chat/completions")
     g.add_argument("--backend", default=None, choices=sorted(BACKEND_ENDPOINTS),
@@ -83,7 +91,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--max-concurrency", type=_positive_int("--max-concurrency"), default=None,
                    help="CLOSED LOOP: at most N requests in flight; a due request waits for a "
                    "slot (recorded as slot_wait, and latency from t_intended includes it)")
-    e.add_argument("--max-connections", type=int, default=0,
+    e.add_argument("--max-connections", type=_non_negative_int("--max-connections"), default=0,
                    help="cap on simultaneous TCP connections (default 0: no cap)")
     e.add_argument("--max-send-lag-ms", type=_positive_float("--max-send-lag-ms"), default=5.0,
                    help="the run is INVALID if the generator's send lag p99 exceeds this (default 5)")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from loadgen.flags import UsageError, _positive_float, _positive_int, _ratio
+from loadgen.flags import UsageError, _non_negative_int, _positive_float, _positive_int, _ratio
+from loadgen.limits import WorkloadTooLarge, available_bytes, check_build, check_duration
 
 TRACE_FORMATS = ("burstgpt", "azure", "mooncake", "csv", "jsonl")  # arrivals.traces.FORMATS
 
@@ -64,7 +65,8 @@ def add_workload_arguments(w) -> None:
                    help="output length (max_tokens) per request (default 128)")
     w.add_argument("--random-range-ratio", type=_ratio, default=0.0,
                    help="lengths uniform in [len*(1-r), len*(1+r)] (default 0: fixed)")
-    w.add_argument("--seed", type=int, default=0, help="seed of the schedule, lengths and prompts")
+    w.add_argument("--seed", type=_non_negative_int("--seed"), default=0,
+                   help="seed of the schedule, lengths and prompts (an integer >= 0)")
     w.add_argument("--trace", default=None, metavar="FILE",
                    help="replay a request trace instead of the random dataset (docs/arrivals.md)")
     w.add_argument("--trace-format", default=None, choices=list(TRACE_FORMATS),
@@ -127,9 +129,39 @@ def build_workload(ns: argparse.Namespace):
 
     Trace transforms apply in this order: --trace-filter, --trace-window, --trace-speedup,
     --trace-rate; then failed requests are dropped (unless --trace-keep-failed) and
-    --num-prompts caps the count.
+    --num-prompts caps the count. A workload too large for this machine's memory, or whose
+    schedule would last more than 30 days, is refused before it is built (loadgen/limits.py).
     """
+    try:
+        wl = _build_workload(ns)
+        check_duration(wl.duration, "workload")
+    except WorkloadTooLarge as e:
+        raise UsageError(str(e)) from None
+    except ValueError as e:
+        if "burstiness" in str(e):  # an arrival-process parameter out of its usable range
+            raise UsageError(f"--burstiness {ns.burstiness!r}: {e}") from None
+        raise
+    return wl
+
+
+def _check_file(path: str, factor: float, flag: str) -> None:
+    """A file read whole into memory: refuse it if ``factor`` times its size will not fit."""
+    import os
+
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return  # the reader names a missing file
+    have = available_bytes()
+    if factor * size > 0.5 * have:
+        raise WorkloadTooLarge(f"{flag} {path}: {size / 2**30:.3g} GiB; reading it needs about "
+                               f"{factor * size / 2**30:.3g} GiB of memory ({have / 2**30:.3g} "
+                               "GiB available); use a part of it")
+
+
+def _build_workload(ns: argparse.Namespace):
     if ns.plan:
+        _check_file(ns.plan, 3.0, "--plan")
         if ns.trace:
             raise UsageError("--plan and --trace are exclusive: a plan already holds its requests")
         from arrivals.plan import read_plan
@@ -163,6 +195,7 @@ def _build_base(ns: argparse.Namespace, keep: dict | None = None):
 
         if not ns.trace_format:
             raise UsageError("--trace needs --trace-format (burstgpt, azure, mooncake, csv, jsonl)")
+        _check_file(ns.trace, 8.0, "--trace")
         try:
             cols = parse_columns(ns.trace_columns) if ns.trace_columns else None
         except ValueError as e:
@@ -176,12 +209,29 @@ def _build_base(ns: argparse.Namespace, keep: dict | None = None):
         if ns.trace_speedup:
             tr = tf.speedup(tr, ns.trace_speedup)
         if ns.trace_rate:
+            import numpy as np
+
+            grow = ns.trace_rate / tr.mean_rate if len(tr) > 1 and tr.mean_rate > 0 else 1.0
+            rows = min(len(tr) * max(1.0, grow), float(ns.num_prompts or math.inf))
+            check_build(rows, float(np.mean(tr.input_tokens)) if len(tr) else 0.0,
+                        f"--trace-rate {ns.trace_rate:g}")
             tr = tf.to_rate(tr, ns.trace_rate, seed=ns.seed)
         if keep is not None:
             keep["trace"] = tr
+        if len(tr):
+            import numpy as np
+
+            check_build(min(len(tr), ns.num_prompts or len(tr)), float(np.mean(tr.input_tokens)),
+                        f"--trace {ns.trace}")
         return trace_workload(tr, seed=ns.seed, drop_failed=not ns.trace_keep_failed,
                               max_requests=ns.num_prompts)
     from arrivals.workload import synthetic_workload
+
+    n = ns.num_prompts or 1000
+    check_build(n, ns.random_input_len * (1 + ns.random_range_ratio),
+                f"--num-prompts {n} --random-input-len {ns.random_input_len}")
+    if math.isfinite(ns.request_rate):  # the mean span, before drawing it
+        check_duration(n / ns.request_rate, f"--num-prompts {n} --request-rate {ns.request_rate:g}")
 
     process = ns.arrival or ("gamma" if ns.burstiness != 1.0 else "poisson")
     return synthetic_workload(
@@ -246,6 +296,7 @@ def _build_data_workload(ns: argparse.Namespace):
     if ns.from_fit:
         from arrivals.fit import WorkloadModel, model_workload
 
+        check_build(ns.num_prompts or 1000, 0.0, f"--num-prompts {ns.num_prompts}")
         model = WorkloadModel.load(ns.from_fit)
         rate = None if ns.request_rate == math.inf else ns.request_rate
         wl = model_workload(model, ns.num_prompts or 1000, request_rate=rate,
