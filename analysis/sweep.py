@@ -33,6 +33,7 @@ from scipy import stats
 
 from analysis.load import Run, has_records, load_run
 from analysis.metrics import col
+from loadgen.manifest import redact_argv
 
 DEFAULT_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0, 1.1)
 
@@ -252,7 +253,7 @@ def run_sweep(ns: argparse.Namespace, argv: list[str], log=print) -> tuple[Path,
     meta: dict[str, Any] = {
         "kind": "llm-loadgen sweep",
         "created_utc": datetime.now(UTC).isoformat(),
-        "command": argv,
+        "command": redact_argv(argv),  # no --api-key or auth header values on disk
         "status": "running",
         "config": {
             "base_url": ns.base_url or f"http://{ns.host}:{ns.port}",

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LISTEN_RE = re.compile(rb"listening on (http://[^\s]+)")
+LISTEN_RE = re.compile(rb"listening on (https?://[^\s]+)")
 
 
 class ServerStartError(RuntimeError):

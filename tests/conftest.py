@@ -46,9 +46,11 @@ def start_proxy(tmp_path: Path) -> Iterator:
                             env={"PYTHONUNBUFFERED": "1"})
 
         def listening() -> bool:  # not /health: the proxy may fault that request too
-            host, port = srv.base_url.removeprefix("http://").rsplit(":", 1)
+            from urllib.parse import urlsplit
+
+            u = urlsplit(srv.base_url)
             with socket.socket() as s:
-                return s.connect_ex((host, int(port))) == 0
+                return s.connect_ex((u.hostname, u.port)) == 0
 
         started.append(srv.start(timeout_s=30, ready=listening))
         return srv

@@ -34,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="probability that a read from the server is held --stall-ms more")
     n.add_argument("--stall-ms", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0, help="seeds the fault choice and the delays")
+    p.add_argument("--tls-cert", default=None, metavar="PEM",
+                   help="serve HTTPS with this certificate (and --tls-key) in front of a plain "
+                   "HTTP upstream, e.g. to test a client against a self-signed endpoint")
+    p.add_argument("--tls-key", default=None, metavar="PEM")
 
 
 def policy_from_args(ns: argparse.Namespace) -> ProxyPolicy:
@@ -54,11 +58,18 @@ async def _serve(ns: argparse.Namespace, policy: ProxyPolicy) -> None:
     from servers.faultproxy.proxy import FaultProxy
 
     host, port = _upstream(ns.upstream)
-    proxy = await FaultProxy(host, port, policy, ns.host, ns.port).start()
+    tls = None
+    if ns.tls_cert:
+        import ssl
+
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(ns.tls_cert, ns.tls_key)
+    proxy = await FaultProxy(host, port, policy, ns.host, ns.port, tls=tls).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # "listening on URL": the line servers/process.py waits for
     print(f"fault proxy listening on {proxy.url} -> {ns.upstream} ({policy.as_dict()})", flush=True)
     try:
         await stop.wait()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ _CLOSE = object()  # end of a direction's queue
 def _rst(writer: asyncio.StreamWriter) -> None:
     """Abort a connection with an RST (SO_LINGER 0)."""
     sock = writer.get_extra_info("socket")
-    if sock is not None:
+    if sock is not None and not isinstance(sock, ssl.SSLSocket):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
@@ -47,8 +48,10 @@ class FaultProxy:
     """Listen on ``host:port`` (0: a free port) and forward to ``upstream_host:upstream_port``."""
 
     def __init__(self, upstream_host: str, upstream_port: int, policy: ProxyPolicy,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.tls = tls  # serve HTTPS (TLS terminated here) in front of a plain-HTTP upstream
         self.policy = policy
         self.host, self.port = host, port
         self.draws = Draws(policy)
@@ -59,11 +62,11 @@ class FaultProxy:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     async def start(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._accept, self.host, self.port,
-                                                  backlog=1024)
+                                                  backlog=1024, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
