@@ -150,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
                     "--model", "sim-llm", "--request-rate", str(ns.rate), "--num-prompts", str(n),
                     "--random-input-len", str(ns.input_len), "--random-output-len",
                     str(ns.output_len), "--ignore-eos", "--timeout", "60", "--seed", "0",
-                    "--result-dir", str(work), "--run-name", "soak", "--no-progress", "--json"]
-        gen = subprocess.Popen(argv_run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                               cwd=REPO)
+                    "--result-dir", str(work), "--run-name", "soak", "--no-progress"]
+        # stdout/stderr to files: a pipe nobody reads until the end would block the generator
+        # once its summary (tens of KB) fills the pipe buffer
+        out_f, err_f = open(work / "run.out", "wb"), open(work / "run.err", "wb")  # noqa: SIM115
+        gen = subprocess.Popen(argv_run, stdout=out_f, stderr=err_f, env=env, cwd=REPO)
         run_dir = work / "soak"
         while not (run_dir / "manifest.json").exists() and gen.poll() is None:
             time.sleep(0.1)
@@ -164,15 +166,18 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(ns.sample_s)
         if gen.poll() is None:
             gen.kill()
-        out, err = gen.communicate(timeout=60)
+        gen.wait(60)
+        out_f.close()
+        err_f.close()
     finally:
         if gen is not None and gen.poll() is None:
             gen.kill()
             gen.wait(10)
         srv.stop()
     if gen.returncode not in (0, 3):
-        print(err.decode(errors="replace")[-2000:], file=sys.stderr)
-    summary = orjson.loads(out) if out.strip().startswith(b"{") else {}
+        print((work / "run.err").read_text(errors="replace")[-2000:], file=sys.stderr)
+    sj = run_dir / "summary.json"
+    summary = orjson.loads(sj.read_bytes()) if sj.exists() else {}
     rows = windows(run_dir, samples, ns.window_s, ns.duration_s)
     v = verdict(rows)
     result = {"benchmark": "soak", "utc": stamp, "config": vars(ns), "requests": n,
