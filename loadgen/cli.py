@@ -61,6 +61,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timeout", "--request-timeout", dest="timeout", type=_positive_float("--timeout"),
                    default=600.0, help="per-request timeout in seconds (default 600); "
                    "requests that exceed it are recorded as 'timeout'")
+    g.add_argument("--count-tokens-with-server", action="store_true",
+                   help="before t0, count every distinct prompt with the server's POST "
+                   "/tokenize (vLLM, llama-server, the sim) into the records' "
+                   "input_tokens_tokenize; the summary flags counts that disagree")
     g.add_argument("--skip-preflight", action="store_true",
                    help="do not check /v1/models and send a test request before the run")
 
@@ -149,6 +153,7 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
         result_dir=Path(ns.result_dir), run_name=ns.run_name, max_send_lag_ms=ns.max_send_lag_ms,
         keep_chunk_times=ns.keep_chunk_times, do_preflight=not ns.skip_preflight,
         progress=ns.progress, argv=["loadgen", *argv],
+        count_tokens_with_server=ns.count_tokens_with_server,
     )
     if ns.max_concurrency:
         print(f"note: --max-concurrency {ns.max_concurrency} makes this a CLOSED-LOOP run: "
