@@ -87,7 +87,7 @@ def add_workload_arguments(w) -> None:
                    "--trace-columns")
     w.add_argument("--trace-columns", default=None, metavar="time=COL,input=COL,output=COL",
                    help="column mapping of a csv/jsonl trace (optional keys: model, log_type, "
-                   "session_id)")
+                   "session_id, elapsed: seconds each request took, for --trace-sessions)")
     w.add_argument("--trace-time-unit", default="s", choices=["s", "ms", "us", "ns", "iso"],
                    help="unit of the time column of a csv/jsonl trace (default s)")
     w.add_argument("--trace-filter", action="append", default=[], metavar="KEY=VALUE",
