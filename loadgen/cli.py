@@ -128,7 +128,8 @@ def cmd_plan(ns: argparse.Namespace) -> int:
             raise
         print(f"loadgen plan: {e}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"wrote {len(wl)} requests over {wl.duration:.3f} s to {path}", file=sys.stderr)
+    sess = f" ({wl.sessions.n_sessions} sessions, starts)" if wl.sessions is not None else ""
+    print(f"wrote {len(wl)} requests over {wl.duration:.3f} s{sess} to {path}", file=sys.stderr)
     return 0
 
 

@@ -103,3 +103,36 @@ def test_trace_sessions_replay_the_traces_think_times(start_sim, tmp_path):
     m = load_run(tmp_path / "t").manifest
     assert m["workload"]["kind"] == "trace_sessions"
     assert m["workload"]["sessions"]["follow_up_turns"] == 3
+
+
+def test_cancelling_the_run_stops_sessions_and_records_no_unsent_turn(start_sim, tmp_path):
+    import asyncio
+
+    from arrivals.conversations import dataset_session_workload
+    from arrivals.datasets.sharegpt import read_sharegpt_conversations
+    from arrivals.think import parse_think_time
+    from loadgen.clients.openai import ClientConfig
+    from loadgen.engine import run_engine
+    from loadgen.records import RecordWriter
+
+    srv = start_sim("--step-base-ms", "1")
+    convs, _ = read_sharegpt_conversations(sharegpt_file(tmp_path))
+    wl = dataset_session_workload(convs, dataset="sharegpt", request_rate=50.0,
+                                  think=parse_think_time("30"), output_len=2)
+    writer = RecordWriter(tmp_path / "r.parquet")
+
+    async def go():
+        task = asyncio.ensure_future(run_engine(wl, ClientConfig(srv.base_url, "sim-llm"),
+                                                writer))
+        await asyncio.sleep(1.0)  # first turns are done; the others wait out their 30 s
+        task.cancel()
+        return await task
+
+    res = asyncio.run(go())
+    writer.close()
+    assert res.interrupted and res.counters.started == 3
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(tmp_path / "r.parquet")
+    assert t.num_rows == 3 and set(t.column("turn").to_pylist()) == {0}
+    assert set(t.column("status").to_pylist()) == {"ok"}

@@ -50,7 +50,7 @@ def test_mismatches_are_counted_per_pair_with_share_and_max_relative_difference(
     assert abs(uv["max_rel_diff"] - 0.2) < 1e-12 and uv["max_abs_diff"] == 10
     assert uv["worst_request_id"] == 2
     assert r["pairs"]["usage_vs_tokenize"]["mismatched"] == 0
-    assert r["pairs"]["tokenize_vs_expected"]["n"] == 4  # request 3 has no usage, but both these
+    assert r["pairs"]["tokenize_vs_expected"]["n"] == 4  # request 3 lacks only the usage count
     assert r["sources"] == {"expected": 4, "usage": 3, "tokenize": 4}
     assert r["flagged"] and len(r["mismatches"]) == 2
 
