@@ -9,6 +9,7 @@ serves the whole module. Loads are bounded: at most 12 requests of 16 tokens.
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -149,3 +150,21 @@ def test_metrics_endpoint_counts_the_generated_tokens(server):
     while _generated_tokens(server.base_url) < before + 7 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _generated_tokens(server.base_url) == before + 7
+
+
+def test_vllm_bench_serve_runs_from_the_venv_against_the_server(server, vllm_python, tiny_hf,
+                                                                tmp_path):
+    import subprocess
+
+    from servers.vllm.bench import bench_serve_command
+
+    args = ["--backend", "openai", "--base-url", server.base_url, "--model", "tiny",
+            "--tokenizer", str(tiny_hf), "--dataset-name", "random", "--random-input-len", "16",
+            "--random-output-len", "8", "--num-prompts", "4", "--request-rate", "4",
+            "--ignore-eos", "--seed", "1", "--save-result", "--result-dir", str(tmp_path),
+            "--result-filename", "bench.json"]
+    r = subprocess.run(bench_serve_command(vllm_python, args), capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert (result["completed"], result["failed"], result["total_output_tokens"]) == (4, 0, 32)
