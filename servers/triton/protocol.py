@@ -86,7 +86,8 @@ def llm_inputs(prompt: str, max_tokens: int, *, min_tokens: int = 0, ignore_eos:
 
 
 def grpc_request(model: str, inputs: dict[str, np.ndarray], request_id: str = "",
-                 outputs: list[str] | None = None, empty_final: bool = True) -> Any:
+                 outputs: list[str] | None = None, empty_final: bool = True,
+                 model_version: str = "") -> Any:
     """A ``ModelInferRequest`` (tritonclient's generated protobuf) for ``inputs``.
 
     ``empty_final`` asks a decoupled model to flag its last response
@@ -94,7 +95,8 @@ def grpc_request(model: str, inputs: dict[str, np.ndarray], request_id: str = ""
     """
     from tritonclient.grpc import service_pb2
 
-    req = service_pb2.ModelInferRequest(model_name=model, id=request_id)
+    req = service_pb2.ModelInferRequest(model_name=model, id=request_id,
+                                        model_version=model_version)
     for name, a in inputs.items():
         t = req.inputs.add()
         t.name, t.datatype = name, kserve_dtype(a)
