@@ -233,3 +233,33 @@ def test_loadgen_run_cli_drives_triton_natively(triton, tmp_path):
     r = load_run(tmp_path / "cli").requests
     assert r.column("status").to_pylist() == ["ok"] * 6
     assert r.column("output_tokens").to_pylist() == [5] * 6
+
+
+def test_continuous_batching_lets_short_requests_pass_long_ones(tmp_path):
+    """--batching continuous, one instance, 4 slots: 2 long requests (200 tokens) and 6 short
+    ones (4 tokens) sent at once. In-flight batching streams every short request through the
+    free slots while the long ones decode, so all short ones finish before either long one
+    does; Triton's dynamic batching (a batch runs to its end) could not do that with 8
+    requests in batches of at most 4 on one instance."""
+    from arrivals.workload import Workload
+
+    model = cached_tiny_hf("tiny")
+    settings = ServeSettings(model=str(model), max_batch_size=4, served_model_name=NAME,
+                             log_dir=tmp_path / "logs", startup_timeout_s=240)
+    out = np.array([200, 200, 4, 4, 4, 4, 4, 4])
+    wl = Workload(t_intended=np.zeros(8), prompts=["the cat sat on the mat"] * 8,
+                  input_tokens=np.full(8, 6), output_tokens=out,
+                  description={"kind": "test", "seed": 0})
+    with launch(TritonRuntime(instances=1, batching="continuous"), settings) as srv:
+        t = srv.info()["triton"]
+        assert srv.info()["argv"][srv.info()["argv"].index("--batching") + 1] == "continuous"
+        client = TritonGrpcClient(TritonConfig(t["grpc"], t["model"], "grpc", ignore_eos=True,
+                                               timeout_s=60))
+        res = _run(client, wl, tmp_path, "continuous", srv, preflight=False)
+    r = load_run(res.run_dir).requests
+    assert r.column("status").to_pylist() == ["ok"] * 8
+    ids = col(r, "request_id", np.int64)
+    assert (col(r, "output_tokens", np.int64) == out[ids]).all()
+    done = col(r, "t_done", np.float64)
+    long_done = done[out[ids] == 200]
+    assert (done[out[ids] == 4] < long_done.min()).all()
