@@ -27,7 +27,8 @@ COMMAND_MODULES: tuple[str, ...] = ("analysis.report_commands", "analysis.comman
                                     "arrivals.commands",
                                     "servers.models.commands")
 # Modules that add runtimes under `loadgen serve` (servers issue). One line each.
-SERVE_MODULES: tuple[str, ...] = ("servers.llamacpp.cli", "servers.pytorch.cli", "servers.vllm.cli")
+SERVE_MODULES: tuple[str, ...] = ("servers.llamacpp.cli", "servers.pytorch.cli", "servers.vllm.cli",
+                                  "servers.triton.cli")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,6 +68,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    "input_tokens_tokenize; the summary flags counts that disagree")
     g.add_argument("--skip-preflight", action="store_true",
                    help="do not check /v1/models and send a test request before the run")
+    from loadgen.clients.select import add_client_arguments
+
+    add_client_arguments(g)  # --client openai|triton-grpc|triton-http|kserve|http
 
     add_workload_arguments(p.add_argument_group("workload"))
 
@@ -136,11 +140,12 @@ def cmd_plan(ns: argparse.Namespace) -> int:
 def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
     import orjson
 
+    from loadgen.clients.select import make_client
     from loadgen.engine import EngineOptions
     from loadgen.preflight import PreflightError
     from loadgen.run import EXIT_ERROR, RunSpec, execute
 
-    cfg = client_config(ns)
+    cfg = make_client(ns, client_config)  # the OpenAI ClientConfig unless --client says
     try:
         wl = build_workload(ns)
     except (OSError, ValueError) as e:  # TraceFormatError and PlanError are ValueErrors

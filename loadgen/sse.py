@@ -49,9 +49,9 @@ def _output_text(choice: dict, chat: bool) -> str | None:
     return delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
 
 
-def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamResult:
-    """Token events, usage and end-of-stream markers of an OpenAI completions/chat stream."""
-    res = StreamResult()
+def data_events(pieces: list[bytes], times: list[float]) -> list[tuple[bytes, float]]:
+    """The ``data`` of each SSE event in the network reads ``pieces`` (arrival ``times``),
+    with the time of the read that completed the event; events without data are skipped."""
     buf = b""
     last_t = times[-1] if times else float("nan")
     events: list[tuple[bytes, float]] = []
@@ -65,11 +65,18 @@ def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamR
         events.extend((e, t) for e in complete)
     if buf.strip():
         events.append((buf.replace(b"\r\n", b"\n").strip(b"\n"), last_t))
-
+    out = []
     for raw, t in events:
         data = _event_data(raw.lstrip(b"\n"))
-        if data is None:
-            continue
+        if data is not None:
+            out.append((data, t))
+    return out
+
+
+def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamResult:
+    """Token events, usage and end-of-stream markers of an OpenAI completions/chat stream."""
+    res = StreamResult()
+    for data, t in data_events(pieces, times):
         res.n_events += 1
         if data == b"[DONE]":
             res.done = True
