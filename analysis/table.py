@@ -72,4 +72,19 @@ def render_summary(s: dict[str, Any]) -> str:
     )
     tok = s["tokens"]["sources"]
     lines.append(f"token counts from: input {tok['input']}, output {tok['output']}")
+    tc = s.get("token_counts") or {}
+    for m in tc.get("mismatches", []):
+        lines.append(f"  ! token counts disagree: {m}")
+    ss = s.get("sessions")
+    if ss:
+        ti, tr = ss.get("think_ms_intended") or {}, ss.get("think_ms_realised") or {}
+        lines.append(
+            f"sessions: {ss['sessions']} ({ss['follow_up_turns_recorded']} follow-up turns); "
+            f"think time intended p50 {_f(ti.get('p50'), 1)} ms, realised p50 "
+            f"{_f(tr.get('p50'), 1)} ms")
+    rf = s.get("replay_fidelity")
+    if rf and rf.get("ks_stat") is not None:
+        lines.append(
+            f"replay fidelity: inter-arrival KS D={rf['ks_stat']:.3f} p={rf['ks_pvalue']:.3g}, "
+            f"CV trace {_f(rf['cv_intended'])} vs sent {_f(rf['cv_sent'])}")
     return "\n".join(lines)

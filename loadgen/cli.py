@@ -41,7 +41,8 @@ COMMAND_MODULES: tuple[str, ...] = ("analysis.report_commands", "analysis.comman
                                     "servers.models.commands",
                                     "servers.faultproxy.cli")
 # Modules that add runtimes under `loadgen serve` (servers issue). One line each.
-SERVE_MODULES: tuple[str, ...] = ("servers.llamacpp.cli", "servers.pytorch.cli")
+SERVE_MODULES: tuple[str, ...] = ("servers.llamacpp.cli", "servers.pytorch.cli", "servers.vllm.cli",
+                                  "servers.triton.cli")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,8 +83,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--insecure", "--no-verify-tls", dest="verify_tls", action="store_false",
                    help="do not verify the HTTPS server's certificate (self-signed test servers "
                    "only; by default certificates are verified)")
+    g.add_argument("--count-tokens-with-server", action="store_true",
+                   help="before t0, count every distinct prompt with the server's POST "
+                   "/tokenize (vLLM, llama-server, the sim) into the records' "
+                   "input_tokens_tokenize; the summary flags counts that disagree")
     g.add_argument("--skip-preflight", action="store_true",
                    help="do not check /v1/models and send a test request before the run")
+    from loadgen.clients.select import add_client_arguments
+
+    add_client_arguments(g)  # --client openai|triton-grpc|triton-http|kserve|http
 
     add_workload_arguments(p.add_argument_group("workload"))
 
@@ -146,19 +154,21 @@ def cmd_plan(ns: argparse.Namespace) -> int:
             raise
         print(f"loadgen plan: {e}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"wrote {len(wl)} requests over {wl.duration:.3f} s to {path}", file=sys.stderr)
+    sess = f" ({wl.sessions.n_sessions} sessions, starts)" if wl.sessions is not None else ""
+    print(f"wrote {len(wl)} requests over {wl.duration:.3f} s{sess} to {path}", file=sys.stderr)
     return 0
 
 
 def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
     import orjson
 
+    from loadgen.clients.select import make_client
     from loadgen.engine import EngineOptions
     from loadgen.preflight import PreflightError
     from loadgen.result_dir import ResultDirError
     from loadgen.run import EXIT_ERROR, RunSpec, RunWriteError, execute
 
-    cfg = client_config(ns)
+    cfg = make_client(ns, client_config)  # the OpenAI ClientConfig unless --client says
     try:
         wl = build_workload(ns)
     except (OSError, ValueError) as e:  # TraceFormatError and PlanError are ValueErrors
@@ -172,6 +182,7 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
         result_dir=Path(ns.result_dir), run_name=ns.run_name, max_send_lag_ms=ns.max_send_lag_ms,
         keep_chunk_times=ns.keep_chunk_times, do_preflight=not ns.skip_preflight,
         progress=ns.progress, argv=["loadgen", *argv],
+        count_tokens_with_server=ns.count_tokens_with_server,
     )
     if not ns.verify_tls and cfg.base_url.startswith("https://"):
         print("warning: --insecure: the server's TLS certificate is not verified", file=sys.stderr)
@@ -274,10 +285,25 @@ def cmd_serve_sim(ns: argparse.Namespace) -> int:
     return run(cfg) or 0
 
 
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``loadgen serve RUNTIME ... -- ARGS``: ARGS are for the server, verbatim (argparse
+    cannot take them after a positional MODEL itself). None when there is no ``--``."""
+    if argv[:1] != ["serve"] or "--" not in argv:
+        return argv, None
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    argv, passthrough = split_passthrough(argv)
     ns = parser.parse_args(argv)
+    if passthrough is not None:
+        if not hasattr(ns, "passthrough"):
+            parser.exit(2, f"loadgen {' '.join(argv[:2])}: error: this runtime takes no "
+                        "arguments after `--`\n")
+        ns.passthrough = passthrough
     try:
         if ns.command == "run":
             return cmd_run(ns, argv)

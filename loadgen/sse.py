@@ -77,13 +77,13 @@ def _utf8_problem(data: bytes) -> str | None:
     return None
 
 
-def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamResult:
-    """Token events, usage and end-of-stream markers of an OpenAI completions/chat stream.
+def data_events(pieces: list[bytes], times: list[float]) -> list[tuple[bytes, float]]:
+    """The ``data`` of each SSE event in the network reads ``pieces`` (arrival ``times``),
+    with the time of the read that completed the event; events without data are skipped.
 
     Linear in the bytes received, whatever their framing (a giant event arriving in many
     reads costs no more than many small ones).
     """
-    res = StreamResult()
     if len(pieces) != len(times):
         raise ValueError(f"{len(pieces)} pieces but {len(times)} times")
     if not any(b"\r" in p for p in pieces):
@@ -107,11 +107,18 @@ def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamR
     rest = data[pos:]
     if rest.strip():
         events.append((rest.strip(b"\n"), last_t))
-
+    out = []
     for raw, t in events:
-        data_ = _event_data(raw.lstrip(b"\n"))
-        if data_ is None:
-            continue
+        d = _event_data(raw.lstrip(b"\n"))
+        if d is not None:
+            out.append((d, t))
+    return out
+
+
+def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamResult:
+    """Token events, usage and end-of-stream markers of an OpenAI completions/chat stream."""
+    res = StreamResult()
+    for data_, t in data_events(pieces, times):
         res.n_events += 1
         if data_ == b"[DONE]":
             res.done = True

@@ -143,4 +143,6 @@ def launch(runtime: Runtime, s: ServeSettings) -> RunningServer:
             f"{runtime.name} answered at {base_url} but does not serve model {model!r} ({seen});"
             f" another process may own port {port}.\n--- last lines of {log} ---\n{log_tail(log)}"
         )
-    return RunningServer(runtime, s, proc, base_url, model, started_s=time.monotonic() - t)
+    extra = getattr(runtime, "extra_info", None)  # optional: e.g. Triton's native ports
+    return RunningServer(runtime, s, proc, base_url, model, started_s=time.monotonic() - t,
+                         extra_info=extra(s, port) if extra else {})

@@ -84,12 +84,15 @@ class ClientConfig:
         return h
 
 
-def build_body(cfg: ClientConfig, prompt: str, max_tokens: int) -> bytes:
+def build_body(cfg: ClientConfig, prompt: str, max_tokens: int,
+               messages: list[dict[str, str]] | None = None) -> bytes:
     """The JSON body of one request. ``--ignore-eos`` asks for exactly ``max_tokens`` tokens
-    with vLLM's ``ignore_eos`` and ``min_tokens`` (also understood by several other servers)."""
+    with vLLM's ``ignore_eos`` and ``min_tokens`` (also understood by several other servers).
+    ``messages`` (a session turn's chat history) is sent as is on chat endpoints; completions
+    endpoints get ``prompt`` (the same history, flattened)."""
     body: dict[str, Any] = {"model": cfg.served_model_name or cfg.model}
     if cfg.chat:
-        body["messages"] = [{"role": "user", "content": prompt}]
+        body["messages"] = messages or [{"role": "user", "content": prompt}]
     else:
         body["prompt"] = prompt
     body["max_tokens"] = int(max_tokens)
@@ -273,6 +276,10 @@ class OpenAIClient:
     def prepare(self, workload: Workload) -> Sequence[bytes]:
         """Every request body, JSON-encoded before t0 so the event loop only sends bytes."""
         outs = workload.output_tokens.tolist()
+        ss = workload.sessions
+        if self.cfg.chat and ss is not None and ss.messages is not None:
+            return [build_body(self.cfg, p, o, m)
+                    for p, o, m in zip(workload.prompts, outs, ss.messages, strict=True)]
         return [build_body(self.cfg, p, o) for p, o in zip(workload.prompts, outs, strict=True)]
 
     @contextlib.asynccontextmanager

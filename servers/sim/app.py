@@ -2,7 +2,7 @@
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (stream or not), GET /v1/models,
 GET /health, GET /version, GET /metrics (Prometheus text, a registry private to the app),
-POST /admin/pause?seconds=S. ``make_app`` builds the application; ``start`` runs it on a TCP
+POST /tokenize (vLLM/llama-server style token counts), POST /admin/pause?seconds=S. ``make_app`` builds the application; ``start`` runs it on a TCP
 port (0 = a free one) and returns a handle; ``serve`` runs it until SIGINT/SIGTERM.
 """
 
@@ -15,6 +15,7 @@ import signal
 import socket
 import struct
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ def make_app(config: SimConfig) -> web.Application:
     app.router.add_get("/health", _health)
     app.router.add_get("/version", _version)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_post("/tokenize", _tokenize)
     app.router.add_post("/admin/pause", _pause)
     app.on_startup.append(_start_engine)
     # on_shutdown runs before aiohttp waits for in-flight handlers: aborting every sequence
@@ -302,6 +304,32 @@ async def _version(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     body = render(request.app[STATE].registry)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def _tokenize(request: web.Request) -> web.Response:
+    """Count tokens as generation would: ``prompt`` or ``content`` (vLLM / llama-server
+    completions style) with the whitespace tokenizer, or ``messages`` (vLLM chat style) as a
+    chat request counts them. Answers ``{"count", "tokens", "max_model_len"}`` like vLLM;
+    the ids are stable word hashes (the sim has no vocabulary file). No special tokens exist,
+    so ``add_special_tokens`` changes nothing."""
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return _error(400, f"The request body is not valid JSON: {exc}.")
+    if not isinstance(data, dict):
+        return _error(400, "The request body must be a JSON object.")
+    if isinstance(data.get("messages"), list):
+        words = [w for m in data["messages"] if isinstance(m, dict)
+                 and isinstance(m.get("content"), str) for w in m["content"].split()]
+    else:
+        text = data.get("prompt", data.get("content"))
+        if not isinstance(text, str):
+            return _error(400, "'prompt' (or 'content', or 'messages') is required and must be "
+                          "a string.", "prompt")
+        words = text.split()
+    ids = [zlib.crc32(w.encode()) & 0x7FFFFFFF for w in words]
+    return web.Response(body=orjson.dumps({"count": len(ids), "tokens": ids,
+                                           "max_model_len": None}), content_type=JSON)
 
 
 async def _pause(request: web.Request) -> web.Response:
