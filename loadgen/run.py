@@ -227,7 +227,10 @@ async def _run_async(spec: RunSpec, run_dir: Path, manifest: dict[str, Any],
     manifest["clock"]["t0_unix"] = res.t0_unix
     manifest["clock"]["t0_utc"] = datetime.fromtimestamp(res.t0_unix, UTC).isoformat()
     if tel is not None:
-        manifest["telemetry"] = tel.finish(run_dir, res.t0, res.wall_s)
+        try:
+            manifest["telemetry"] = tel.finish(run_dir, res.t0, res.wall_s)
+        except (OSError, FileNotFoundError) as e:  # disk full: the records come first
+            manifest["telemetry"] = {"unavailable": f"not written: {type(e).__name__}: {e}"}
     manifest["generator"] = {
         "wall_s": res.wall_s,
         "cpu_s": res.cpu_s,
