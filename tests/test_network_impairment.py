@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from analysis.load import load_run
-from analysis.metrics import derive
+from analysis.metrics import col, derive
 from analysis.smoothness import smoothness
 from arrivals.workload import synthetic_workload
 from loadgen.clients.openai import ClientConfig
 from loadgen.run import RunSpec, execute
+from loadgen.telemetry.join import decompose_ttft
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +35,11 @@ def _measure(url: str, tmp_path, name: str) -> dict:
     assert d.ok.all(), res.summary["counts"]
     chunks = [np.asarray(c) for c in run.requests.column("chunk_times").to_pylist()]
     sm = smoothness(chunks, TARGET_TPOT)
+    t = run.requests
+    dec = decompose_ttft(col(t, "t_intended"), col(t, "t_sent"), col(t, "t_first_token"),
+                         col(t, "server_queue_s"), col(t, "server_prefill_s"))
     return {"ttft": float(np.median(d.ttft_sent)), "itl": float(np.median(d.itl)),
+            "transport": float(np.median(dec["transport"])),  # NaN if the server sends no timings
             "stall_ratio": sm["stall_ratio"], "fluidity": sm["fluidity_index"],
             "fully_fluid": sm["fully_fluid_share"]}
 
@@ -53,6 +58,9 @@ def test_added_latency_moves_ttft_not_itl_or_smoothness(sim_url, start_proxy, tm
     assert abs(slow["itl"] - base["itl"]) < 0.003  # a constant delay keeps the cadence
     assert slow["stall_ratio"] < base["stall_ratio"] + 0.05
     assert slow["fluidity"] > base["fluidity"] - 0.05
+    if np.isfinite(base["transport"]):  # records carry the server's own timings (sim_timings)
+        # the TTFT decomposition puts the added delay in transport, not in the server
+        assert slow["transport"] - base["transport"] == pytest.approx(0.050, abs=0.015)
 
 
 def test_jitter_lowers_fluidity_and_raises_the_stall_ratio(sim_url, start_proxy, tmp_path):

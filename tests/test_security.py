@@ -62,21 +62,37 @@ def test_api_keys_and_auth_headers_are_never_written_or_logged(start_sim, tmp_pa
     assert "--api-key" in m["command"] and "<redacted>" in m["command"]
 
 
-@pytest.mark.parametrize("module", ["servers.sim.cli", "servers.faultproxy.cli",
-                                    "servers.llamacpp.cli", "servers.pytorch.cli"])
-def test_every_server_listens_on_loopback_unless_told(module):
+def _all_parsers(p):
     import argparse
-    import importlib
 
-    mod = importlib.import_module(module)
-    p = argparse.ArgumentParser()
-    if hasattr(mod, "add_arguments"):
-        mod.add_arguments(p)
-    else:  # servers registered under `loadgen serve`
-        sub = p.add_subparsers()
-        mod.register(sub)
-        p = next(iter(sub.choices.values()))
-    assert p.get_default("host") == "127.0.0.1"
+    yield p
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                yield from _all_parsers(sub)
+
+
+def test_every_listening_address_flag_defaults_to_loopback():
+    # every `loadgen ...` command (serve sim|pytorch|llamacpp|vllm|triton..., proxy, run's
+    # --metrics-host) and the servers' own command lines
+    import argparse
+
+    from loadgen.cli import build_parser
+    from servers.faultproxy.cli import add_arguments as proxy_args
+    from servers.sim.cli import add_arguments as sim_args
+
+    own = []
+    for add in (sim_args, proxy_args):
+        q = argparse.ArgumentParser()
+        add(q)
+        own.append(q)
+    seen = 0
+    for parser in [*_all_parsers(build_parser()), *own]:
+        for a in parser._actions:
+            if a.dest in ("host", "metrics_host", "bind") and a.default is not None:
+                seen += 1
+                assert ipaddress.ip_address(a.default).is_loopback, (parser.prog, a.dest, a.default)
+    assert seen >= 8
 
 
 def test_launch_settings_and_metrics_endpoint_default_to_loopback():
