@@ -79,8 +79,10 @@ class StreamTableWriter:
         name = self.stream_path if self._segment == 0 else \
             self.stream_path.with_name(f"{self.stream_path.name}.{self._segment}")
         self._segment += 1
-        # "x": never append to (or clobber) another run's leftover stream.
-        f = open(name, "xb")  # noqa: SIM115 - closed in _close_segment()
+        # "x": never append to (or clobber) another run's leftover stream. Unbuffered: every
+        # byte pyarrow writes is in the file (or failed) when write_batch returns, so a failed
+        # append can be cut back exactly, with nothing left in a buffer to flush later.
+        f = open(name, "xb", buffering=0)  # noqa: SIM115 - closed in _close_segment()
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             self._writer = ipc.new_stream(f, self.schema)
