@@ -10,6 +10,9 @@ clock of requests.parquet) and are shifted to the run's t0 when the table is bui
 
 The sampler measures itself: ``sampler_cpu_s_total`` is the CPU time of its own thread
 (``time.thread_time``) and ``sample_s`` how long each sample took.
+
+With a ``spool`` (loadgen.telemetry.spool) every row is also appended to disk as it is taken,
+so a run whose generator dies keeps its samples (``loadgen.telemetry.recover``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 
 import psutil
 import pyarrow as pa
+
+from loadgen.telemetry.spool import Spool
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -175,6 +180,7 @@ class Sampler:
     cpu_s: float = 0.0  # the sampler thread's own CPU time
     tree_refresh_s: float = 5.0  # how often the server's process tree is re-scanned
     gen_pid: int | None = None  # the generator (default: this process)
+    spool: Spool | None = None  # also append each row here as it is taken
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -191,6 +197,9 @@ class Sampler:
     def _run(self) -> None:
         gpu = GpuReader() if self.gpus else None
         self.gpu_reason = gpu.reason if gpu else "disabled"
+        if self.spool is not None:
+            self.spool.meta(kind="sampler", pid=os.getpid(), interval_s=self.interval_s,
+                            server_pid=self.server_pid, gpu_reason=self.gpu_reason)
         prev_cores: list[tuple[int, int]] | None = None
         me = self.gen_pid or os.getpid()
         pids: list[int] | None = None
@@ -237,6 +246,8 @@ class Sampler:
                 row["sampler_cpu_s_total"] = self.cpu_s
                 row["sample_s"] = time.perf_counter() - t_start
                 self.rows.append(row)
+                if self.spool is not None:
+                    self.spool.write(row)
                 wait = self.interval_s - (time.perf_counter() - t_start)
                 if self._stop.wait(max(wait, 0.0)):
                     break
@@ -246,14 +257,7 @@ class Sampler:
 
     def table(self, t0: float) -> pa.Table:
         """All samples, with ``t`` = seconds from the run's t0 (perf_counter) first."""
-        rows = list(self.rows)
-        cols: list[str] = []
-        for r in rows:
-            cols.extend(k for k in r if k not in cols)
-        cols = [c for c in cols if c != "t_mono"]
-        arrays = [pa.array([r["t_mono"] - t0 for r in rows], pa.float64())]
-        arrays += [pa.array([r.get(c, NAN) for r in rows], pa.float64()) for c in cols]
-        return pa.Table.from_arrays(arrays, names=["t", *cols])
+        return rows_table(list(self.rows), t0)
 
     def summary(self) -> dict[str, Any]:
         n = len(self.rows)
@@ -267,3 +271,19 @@ class Sampler:
                        else ("sampled" if self.server_pid else {"unavailable": "no --server-pid"})),
             "gpu": {"unavailable": self.gpu_reason} if self.gpu_reason else "sampled via NVML",
         }
+
+
+def rows_table(rows: list[dict[str, float]], t0: float) -> pa.Table:
+    """Sample rows (dicts with ``t_mono``) as telemetry.parquet's table: ``t`` = t_mono - t0
+    first, then every column in the order it first appeared (NaN where a row lacks it)."""
+    cols: list[str] = []
+    seen: set[str] = set()
+    for r in rows:
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                cols.append(k)
+    cols = [c for c in cols if c != "t_mono"]
+    arrays = [pa.array([r["t_mono"] - t0 for r in rows], pa.float64())]
+    arrays += [pa.array([r.get(c, NAN) for r in rows], pa.float64()) for c in cols]
+    return pa.Table.from_arrays(arrays, names=["t", *cols])
