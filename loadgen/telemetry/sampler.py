@@ -119,7 +119,26 @@ def _meminfo() -> dict[str, float]:
 
 
 class GpuReader:
-    """NVML readings per GPU; ``reason`` says why there are none."""
+    """NVML readings per GPU; ``reason`` says why there are none.
+
+    Fails soft: no library or no driver gives no handles and a ``reason``; a reading NVML
+    refuses (NotSupported on a MIG slice, a GPU that fell off the bus) or a call missing from
+    this nvidia-ml-py is NaN for that field only. Tested with a fake NVML module
+    (tests/test_telemetry_gpu_fake.py); docs/telemetry.md says what never ran on a real GPU.
+    """
+
+    FIELDS = (
+        ("util_pct", "nvmlDeviceGetUtilizationRates", (), "gpu", 1.0),
+        ("mem_util_pct", "nvmlDeviceGetUtilizationRates", (), "memory", 1.0),
+        ("mem_used_bytes", "nvmlDeviceGetMemoryInfo", (), "used", 1.0),
+        ("power_w", "nvmlDeviceGetPowerUsage", (), None, 1e-3),  # mW
+        ("sm_clock_mhz", "nvmlDeviceGetClockInfo", ("NVML_CLOCK_SM",), None, 1.0),
+        ("mem_clock_mhz", "nvmlDeviceGetClockInfo", ("NVML_CLOCK_MEM",), None, 1.0),
+        ("temp_c", "nvmlDeviceGetTemperature", ("NVML_TEMPERATURE_GPU",), None, 1.0),
+        # renamed "clocks event reasons" in NVML 12.x; older bindings say "throttle"
+        ("throttle_reasons", ("nvmlDeviceGetCurrentClocksEventReasons",
+                              "nvmlDeviceGetCurrentClocksThrottleReasons"), (), None, 1.0),
+    )
 
     def __init__(self) -> None:
         self.handles: list[Any] = []
@@ -129,42 +148,57 @@ class GpuReader:
         except ImportError:
             self.reason = "nvidia-ml-py is not installed"
             return
+        self.nv = pynvml
         try:
             pynvml.nvmlInit()
-            self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i)
-                            for i in range(pynvml.nvmlDeviceGetCount())]
-        except pynvml.NVMLError as e:
+        except Exception as e:  # noqa: BLE001 - NVMLError or a broken library: say which
             self.reason = f"NVML could not initialise: {e}"
             return
-        self.nv = pynvml
+        try:
+            self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i)
+                            for i in range(pynvml.nvmlDeviceGetCount())]
+        except Exception as e:  # noqa: BLE001
+            self.reason = f"NVML could not list the GPUs: {e}"
+            self.handles = []
+            self._shutdown()
+            return
         if not self.handles:
             self.reason = "NVML sees no GPU"
+            self._shutdown()
+
+    def _call(self, names: str | tuple[str, ...], h: Any, consts: tuple[str, ...]) -> Any:
+        nv = self.nv
+        for name in (names,) if isinstance(names, str) else names:
+            fn = getattr(nv, name, None)
+            if fn is not None:
+                return fn(h, *(getattr(nv, c) for c in consts))
+        raise AttributeError(f"this nvidia-ml-py has none of {names}")
 
     def read(self) -> dict[str, float]:
-        nv, out = getattr(self, "nv", None), {}
+        out: dict[str, float] = {}
         for i, h in enumerate(self.handles):
-            p = f"gpu{i}_"
-            for name, fn in (
-                ("util_pct", lambda h: nv.nvmlDeviceGetUtilizationRates(h).gpu),
-                ("mem_util_pct", lambda h: nv.nvmlDeviceGetUtilizationRates(h).memory),
-                ("mem_used_bytes", lambda h: nv.nvmlDeviceGetMemoryInfo(h).used),
-                ("power_w", lambda h: nv.nvmlDeviceGetPowerUsage(h) / 1e3),
-                ("sm_clock_mhz", lambda h: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
-                ("mem_clock_mhz", lambda h: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM)),
-                ("temp_c", lambda h: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
-                ("throttle_reasons", lambda h: getattr(  # renamed "event reasons" in NVML 12.x
-                    nv, "nvmlDeviceGetCurrentClocksEventReasons",
-                    getattr(nv, "nvmlDeviceGetCurrentClocksThrottleReasons", None))(h)),
-            ):
+            cache: dict[str, Any] = {}
+            for col, names, consts, attr, scale in self.FIELDS:
+                key = f"{names}{consts}"
                 try:
-                    out[p + name] = float(fn(h))
-                except (nv.NVMLError, TypeError):  # TypeError: call missing in this NVML
-                    out[p + name] = NAN
+                    if key not in cache:
+                        cache[key] = self._call(names, h, consts)
+                    v = cache[key]
+                    out[f"gpu{i}_{col}"] = float(getattr(v, attr) if attr else v) * scale
+                except Exception:  # noqa: BLE001 - NVMLError, missing call: NaN, keep going
+                    cache.setdefault(key, None)
+                    out[f"gpu{i}_{col}"] = NAN
         return out
+
+    def _shutdown(self) -> None:
+        try:
+            self.nv.nvmlShutdown()
+        except Exception:  # noqa: BLE001, S110 - nothing left to report
+            pass
 
     def close(self) -> None:
         if self.handles:
-            self.nv.nvmlShutdown()
+            self._shutdown()
 
 
 @dataclass
