@@ -89,3 +89,15 @@ def test_a_spool_pickles_without_its_file_descriptor(tmp_path):
     assert read_spool(sp.path)[0] == [{"a": 1}]
     with pytest.raises(FileNotFoundError):
         read_spool(tmp_path / "missing.jsonl")
+
+
+def test_a_session_that_only_samples_writes_parquet_and_leaves_no_spool(tmp_path):
+    from loadgen.telemetry.session import TelemetryOptions, TelemetrySession
+
+    tel = TelemetrySession(TelemetryOptions(sample_interval_s=0.05, gpus=False)).start(tmp_path)
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    out = tel.finish(tmp_path, t0, wall_s=0.3)
+    assert set(out["files"]) == {"telemetry.parquet"} and "scraper" not in out
+    assert pq.read_table(tmp_path / "telemetry.parquet").num_rows >= 3
+    assert not list(tmp_path.glob("*.spool.jsonl"))

@@ -135,12 +135,12 @@ class TelemetrySession:
             out["files"].update({k: v["content"] for k, v in rec["files"].items()})
         for p in spools:
             p.unlink(missing_ok=True)  # the Parquet files hold the same rows now
-            if self.opts.join and self.scraper.n_ok:
-                from loadgen.telemetry.join import join_requests
+        if self.scraper is not None and self.opts.join and self.scraper.n_ok:
+            from loadgen.telemetry.join import join_requests
 
-                _, info = join_requests(run_dir)
-                out["files"]["requests_joined.parquet"] = "per-request server state at t_sent"
-                out["join"] = info
+            _, info = join_requests(run_dir)
+            out["files"]["requests_joined.parquet"] = "per-request server state at t_sent"
+            out["join"] = info
         if self.live is not None:
             out["live_metrics"] = self.live.summary()
         child = self.child_info.get("run_cpu_s") or 0.0
