@@ -107,7 +107,11 @@ def _itl_token(ok_table: pa.Table, itl: np.ndarray, out_tok: np.ndarray) -> tupl
     (the common case: no per-request work)."""
     from analysis.tokens import basis_report, chunk_counts, list_column, per_token_itl
 
-    n_chunks = col(ok_table, "n_chunks", np.int64)
+    if "n_chunks" in ok_table.column_names:
+        n_chunks = col(ok_table, "n_chunks", np.int64)
+    else:  # a hand-made or older table: count the chunk times
+        n_chunks = np.asarray(pc.list_value_length(ok_table.column("chunk_times")).fill_null(0)
+                              .to_numpy(zero_copy_only=False), dtype=np.int64)
     has_counts = ("chunk_tokens" in ok_table.column_names
                   and ok_table.column("chunk_tokens").null_count < ok_table.num_rows)
     if not has_counts and not (out_tok > n_chunks).any():
