@@ -58,13 +58,23 @@ def test_records_carry_the_sims_timings_and_chunk_tokens(runs):
     assert t["chunk_tokens"] == [[1, 2, 2]] * N  # the first token alone, then pairs
     assert t["n_chunks"] == [3] * N and t["output_tokens"] == [OUT] * N
     # the prefill is the admitting iteration, on the engine's schedule: exactly the model's
+    # (when its event loop runs late the sim re-anchors its schedule before admitting)
     assert t["server_prefill_s"] == pytest.approx([PREFILL] * N, abs=1e-6)
-    assert t["server_decode_s"] == pytest.approx([SERVICE - PREFILL] * N, abs=1e-6)
-    # FIFO, one at a time: the k-th admitted waited for k whole requests (minus how much later
-    # than the first it arrived; the burst is sent within a few ms)
-    q = np.sort(np.asarray(t["server_queue_s"]))
+    # decoding: the model's OUT-1 steps; a busy machine can only make the sim's steps late
+    decode = np.asarray(t["server_decode_s"])
+    assert np.all(decode > SERVICE - PREFILL - 1e-6)
+    assert np.median(decode) == pytest.approx(SERVICE - PREFILL, rel=0.2)
+    # FIFO, one at a time: the k-th admitted waited for the k before it, so its queue ends
+    # when the previous one's decode ends (both on the sim's schedule): queue_k + arrival_k =
+    # arrival_(k-1) + queue_(k-1) + prefill + decode_(k-1), arrivals ~ the client's t_sent
+    order = np.argsort(t["server_queue_s"])
+    q, sent = np.asarray(t["server_queue_s"])[order], np.asarray(t["t_sent"])[order]
+    done_prev = sent[:-1] + q[:-1] + PREFILL + decode[order][:-1]
     assert q[0] < 0.005
-    assert q == pytest.approx(SERVICE * np.arange(N), abs=0.010 + 0.05 * SERVICE)
+    assert sent[1:] + q[1:] == pytest.approx(done_prev, abs=0.010)
+    # and in the model's terms: k whole requests, give or take the late steps above
+    assert np.all(q >= SERVICE * np.arange(N) - 0.010)
+    assert np.all(q <= 1.2 * SERVICE * np.arange(N) + 0.010)
 
 
 def test_ttft_components_add_up_and_match_the_sims_model(runs):
@@ -75,9 +85,11 @@ def test_ttft_components_add_up_and_match_the_sims_model(runs):
     total = col["generator_lag"] + col["server_queue"] + col["server_prefill"] + col["transport_other"]
     assert total == pytest.approx(col["ttft_intended"], abs=1e-9)
     order = np.argsort(col["server_queue"])
-    # queue + prefill is the model's k * SERVICE + PREFILL for the k-th admitted
+    # queue + prefill is the model's k * SERVICE + PREFILL for the k-th admitted (a busy
+    # machine can only add late steps: up to 20 % here)
     qp = (col["server_queue"] + col["server_prefill"])[order]
-    assert qp == pytest.approx(SERVICE * np.arange(N) + PREFILL, abs=0.010 + 0.05 * SERVICE)
+    model = SERVICE * np.arange(N) + PREFILL
+    assert np.all(qp >= model - 0.010) and np.all(qp <= 1.2 * model + 0.010)
     # what is left is the loopback network, HTTP and the timer's wake-up: small, not negative
     assert np.all(col["transport_other"] > -0.001) and np.median(col["transport_other"]) < 0.02
     s = orjson.loads((runs["counted"] / "summary.json").read_bytes())["ttft_decomposition"]
