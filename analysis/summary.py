@@ -23,6 +23,7 @@ from analysis.metrics import col, derive
 from analysis.selfcheck import interarrival_ks, rate_windows, verdict
 from analysis.sessions import first_turn_mask, session_summary
 from analysis.tokencheck import token_count_check
+from analysis.ttft_parts import summarize_components
 from loadgen.records import SCHEMA_VERSION
 
 VLLM_METRICS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2el": "e2e"}
@@ -64,6 +65,7 @@ def summarize(run: Run) -> dict[str, Any]:
         "ttft": describe_ms(d.ttft_sent),
         "tpot": describe_ms(d.tpot),
         "itl": describe_ms(d.itl),
+        "itl_per_token": describe_ms(d.itl_token),
         "e2e": describe_ms(d.e2e_sent),
     }
     lat_int = {"ttft": describe_ms(d.ttft_intended), "e2e": describe_ms(d.e2e_intended)}
@@ -114,7 +116,10 @@ def summarize(run: Run) -> dict[str, Any]:
                 (sent_ok.size / (sent_ok.max() - 0.0)) if sent_ok.size and sent_ok.max() > 0 else None
             ),
         },
-        "tokens": {"input_total": in_total, "output_total": out_total, "sources": sources},
+        "tokens": {"input_total": in_total, "output_total": out_total, "sources": sources,
+                   "per_chunk": d.token_basis},
+        "ttft_decomposition": summarize_components(
+            t, streamed=cfg.get("client", {}).get("stream", True) is not False),
         "latency_ms": {
             "from_sent": {k: _strip_hdr(v) for k, v in lat_sent.items()},
             "from_intended": {k: _strip_hdr(v) for k, v in lat_int.items()},

@@ -69,6 +69,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-usage", dest="include_usage", action="store_false",
                    help="do not send stream_options.include_usage (for servers that reject it); "
                    "output tokens are then counted as streamed chunks")
+    g.add_argument("--continuous-usage-stats", dest="continuous_usage", action="store_true",
+                   help="send stream_options.continuous_usage_stats (vLLM, the sim): usage in "
+                   "every chunk, so chunks carrying several tokens are counted exactly "
+                   "(records' chunk_tokens); llama-server: --extra-body "
+                   "'{\"timings_per_token\": true}' does the same")
     g.add_argument("--ignore-eos", action="store_true", help="force exactly the requested output "
                    "length: sends ignore_eos=true and min_tokens=max_tokens (vLLM, and others)")
     g.add_argument("--extra-body", type=_json_obj, default={}, metavar="JSON",
@@ -137,7 +142,7 @@ def client_config(ns: argparse.Namespace) -> ClientConfig:
         include_usage=ns.include_usage, ignore_eos=ns.ignore_eos, api_key=ns.api_key,
         headers=dict(ns.header), timeout_s=ns.timeout, extra_body=ns.extra_body,
         served_model_name=ns.served_model_name, max_response_bytes=ns.max_response_bytes,
-        verify_tls=ns.verify_tls,
+        verify_tls=ns.verify_tls, continuous_usage=getattr(ns, "continuous_usage", False),
     )
 
 

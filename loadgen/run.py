@@ -156,7 +156,7 @@ async def _run_async(spec: RunSpec, run_dir: Path, manifest: dict[str, Any],
     progress = Progress(len(spec.workload), spec.workload.duration,
                         enabled=spec.progress and not spec.quiet)
     # Telemetry (optional): threads beside the loop; the writer/progress hooks are O(1).
-    tel = TelemetrySession(spec.telemetry).start() if spec.telemetry is not None else None
+    tel = TelemetrySession(spec.telemetry).start(run_dir) if spec.telemetry is not None else None
     engine_writer = tel.wrap_writer(writer) if tel is not None else writer
     show = tel.wrap_progress(progress) if tel is not None else progress
     interrupted: list[str] = []

@@ -128,6 +128,11 @@ async def _stream(request: web.Request, state: SimState, req: GenerationRequest,
     enc = StreamEncoder(req.chat, request_id(req.chat, seq.number), int(time.time()),
                         state.config.model)
     fault_at = good_tokens(req.max_tokens) if fault is not None else None
+    interval = state.config.stream_interval
+    encode = _encode_tokens
+    if interval > 1 or req.continuous_usage:
+        encode = partial(_encode_chunks, interval=interval,
+                         prompt_tokens=req.prompt_tokens if req.continuous_usage else None)
     sent = 0
     try:
         while True:
@@ -153,8 +158,9 @@ async def _stream(request: web.Request, state: SimState, req: GenerationRequest,
                 fault_at = None
                 continue
             if finish is None:
-                if end > sent:  # the hot path: usually exactly one new token
-                    await resp.write(_encode_tokens(enc, seq, sent, end, None, sent == 0))
+                if end > sent and (sent == 0 or end - sent >= interval):
+                    # the hot path: usually exactly one new token
+                    await resp.write(encode(enc, seq, sent, end, None, sent == 0))
                     sent = end
                 await seq.wait()
                 continue
@@ -162,7 +168,7 @@ async def _stream(request: web.Request, state: SimState, req: GenerationRequest,
                 await resp.write_eof()
                 return resp
             # The last tokens, the usage chunk, [DONE] and the end of the body: one write.
-            body = _encode_tokens(enc, seq, sent, end, finish, sent == 0) if end > sent else b""
+            body = encode(enc, seq, sent, end, finish, sent == 0) if end > sent else b""
             if req.include_usage:
                 body += enc.usage(req.prompt_tokens, end, seq.timings())
             await resp.write_eof(body + DONE_EVENT)
@@ -182,6 +188,21 @@ def _encode_tokens(enc: StreamEncoder, seq: Sequence, start: int, end: int,
     if first and enc.chat:
         parts.insert(0, enc.role())
     parts.append(last)
+    return b"".join(parts)
+
+
+def _encode_chunks(enc: StreamEncoder, seq: Sequence, start: int, end: int,
+                   finish: str | None, first: bool, *, interval: int,
+                   prompt_tokens: int | None) -> bytes:
+    """Tokens [start, end) as one chunk (``interval`` > 1) or one chunk per token, each with
+    the usage so far when ``prompt_tokens`` is given (continuous_usage_stats)."""
+    words = seq.tokens
+    groups = [(start, end)] if interval > 1 else [(k, k + 1) for k in range(start, end)]
+    parts = [enc.role()] if first and enc.chat else []
+    for a, b in groups:
+        parts.append(enc.chunk([words.word(k) for k in range(a, b)],
+                               finish if b == end else None,
+                               (prompt_tokens, b) if prompt_tokens is not None else None))
     return b"".join(parts)
 
 
@@ -296,6 +317,7 @@ async def _version(request: web.Request) -> web.Response:
         "fault_kind": c.fault_kind,
         "fault_stall_s": c.fault_stall_s,
         "fault_giant_bytes": c.fault_giant_bytes,
+        "stream_interval": c.stream_interval,
         "clock": state.engine.sleeper_kind,
     }
     return web.Response(body=orjson.dumps(body), content_type=JSON)

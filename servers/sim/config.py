@@ -36,6 +36,9 @@ class SimConfig:
     """How long a ``stall`` fault stops the stream."""
     fault_giant_bytes: int = 8 << 20
     """Size of the one token chunk of a ``giant`` fault."""
+    stream_interval: int = 1
+    """Tokens per streamed chunk (like vLLM's --stream-interval): the first token is sent at
+    once, later ones in chunks of this many (the last chunk may hold fewer)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -58,6 +61,10 @@ class SimConfig:
             raise ValueError(
                 f"SimConfig.fault_kind must be one of {', '.join(FAULT_KINDS)}, "
                 f"got {self.fault_kind!r}"
+            )
+        if not _is_int(self.stream_interval) or self.stream_interval < 1:
+            raise ValueError(
+                f"SimConfig.stream_interval must be an int >= 1, got {self.stream_interval!r}"
             )
         if not _is_number(self.fault_stall_s) or not (
             math.isfinite(self.fault_stall_s) and self.fault_stall_s >= 0
