@@ -25,7 +25,9 @@ from loadgen.workload_flags import add_workload_arguments, build_workload
 COMMAND_MODULES: tuple[str, ...] = ("analysis.report_commands", "analysis.commands",
                                     "loadgen.telemetry.commands",
                                     "arrivals.commands",
-                                    "servers.models.commands")
+                                    "servers.models.commands",
+                                    "loadgen.matrix.commands",
+                                    "analysis.catalog_commands")
 # Modules that add runtimes under `loadgen serve` (servers issue). One line each.
 SERVE_MODULES: tuple[str, ...] = ("servers.llamacpp.cli", "servers.pytorch.cli")
 

@@ -150,6 +150,9 @@ async def _run_async(spec: RunSpec, run_dir: Path, manifest: dict[str, Any]) -> 
         print(f"\n{name}: cancelling in-flight requests and saving the partial run...", file=sys.stderr)
         task.cancel()
 
+    # The handlers a caller had (a matrix's SIGTERM handler) come back after the run: asyncio's
+    # remove_signal_handler would otherwise leave SIG_DFL behind.
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig.name)
     try:
@@ -157,6 +160,8 @@ async def _run_async(spec: RunSpec, run_dir: Path, manifest: dict[str, Any]) -> 
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+            if previous[sig] is not None:
+                signal.signal(sig, previous[sig])
         writer.close()
         progress.close()
         if tel is not None:

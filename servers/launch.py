@@ -42,6 +42,7 @@ class ServeSettings:
     extra_args: tuple[str, ...] = ()  # passed through verbatim after the runtime's own flags
     log_dir: Path = Path("results/servers")
     startup_timeout_s: float = 300.0
+    die_with_parent: bool = False  # SIGTERM the server when its parent dies (servers/process.py)
 
 
 class Runtime(Protocol):
@@ -128,7 +129,8 @@ def launch(runtime: Runtime, s: ServeSettings) -> RunningServer:
     argv = runtime.command(s, port)
     base_url = f"http://{s.host}:{port}"
     log = Path(s.log_dir) / f"{runtime.name}-{port}.log"
-    proc = ServerProcess(argv=argv, log_path=log, base_url=base_url, env=runtime.env(s))
+    proc = ServerProcess(argv=argv, log_path=log, base_url=base_url, env=runtime.env(s),
+                         die_with_parent=s.die_with_parent)
     model = runtime.model_name(s)
     t = time.monotonic()
     proc.start(timeout_s=s.startup_timeout_s, ready=lambda: serves_model(base_url, model)[0])
