@@ -16,8 +16,7 @@ def plot_axis_heatmap(xs: list[Any], ys: list[Any], grid: np.ndarray, labels: li
     plt = _mpl()
     fig, ax = plt.subplots(figsize=(1.3 * len(xs) + 3, 0.7 * len(ys) + 2))
     masked = np.ma.masked_invalid(grid)
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     im = ax.imshow(masked, origin="lower", cmap=cmap, aspect="auto")
     finite = grid[np.isfinite(grid)]
     mid = float(np.median(finite)) if finite.size else 0.0

@@ -139,7 +139,7 @@ def availability(runtime: Any) -> tuple[bool, str]:
     try:
         if callable(check):
             ok, why = check()
-            return bool(ok), str(why or "")
+            return (True, "") if ok else (False, str(why or "available() said no"))
         v = runtime.version()
     except Exception as e:  # noqa: BLE001 - a failing check means "not available", with why
         return False, f"availability check raised {type(e).__name__}: {e}"

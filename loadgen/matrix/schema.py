@@ -242,15 +242,16 @@ class Report(Strict):
         return v
 
 
-def _check_slo(v: dict[str, float] | None) -> dict[str, float] | None:
-    for k, thr in (v or {}).items():
-        m = SLO_RE.match(k)
-        if not m or not (0 < float(m.group(2)) < 100):
-            raise ValueError(f"unknown SLO key {k!r}: expected <metric>_p<P>_ms with metric "
-                             "ttft, itl, tpot, e2e or norm and 0 < P < 100, e.g. ttft_p99_ms")
-        if not (thr > 0) or math.isinf(thr):
-            raise ValueError(f"SLO {k} = {thr}: the threshold must be a positive number of ms")
-    return v
+def slo_problem(key: str, threshold: Any) -> str | None:
+    """Why ``key = threshold`` is not a valid SLO entry, or None."""
+    m = SLO_RE.match(key)
+    if not m or not (0 < float(m.group(2)) < 100):
+        return (f"unknown SLO key {key!r}: expected <metric>_p<P>_ms with metric ttft, itl, "
+                "tpot, e2e or norm and 0 < P < 100, e.g. ttft_p99_ms")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) \
+            or not (threshold > 0) or math.isinf(threshold):
+        return f"the threshold must be a positive number of ms, got {threshold!r}"
+    return None
 
 
 def _check_match(v: dict[str, Any]) -> dict[str, Any]:
@@ -300,7 +301,7 @@ class Override(Strict):
 
     match: dict[str, Any]
     load: dict[str, Any] | None = None
-    slo: dict[str, float] | None = None
+    slo: dict[str, Any] | None = None
     workload: dict[str, Any] | None = None
     client: dict[str, Any] | None = None
     options: dict[str, Any] | None = None
@@ -314,17 +315,12 @@ class Override(Strict):
             raise ValueError("match needs at least one axis, e.g. { runtime = \"llamacpp\" }")
         return _check_match(v)
 
-    @field_validator("slo")
-    @classmethod
-    def _s(cls, v: dict[str, float] | None) -> dict[str, float] | None:
-        return _check_slo(v)
-
 
 class ExperimentFile(Strict):
     experiment: ExperimentMeta
     axes: Axes
     load: Load = Field(default_factory=Load)
-    slo: dict[str, float] = Field(default_factory=dict)
+    slo: dict[str, Any] = Field(default_factory=dict)  # keys checked in spec.cross_check
     client: Client = Field(default_factory=Client)
     report: Report = Field(default_factory=Report)
     models: dict[str, Model] = Field(default_factory=dict)
@@ -332,8 +328,3 @@ class ExperimentFile(Strict):
     runtimes: dict[str, RuntimeSettings] = Field(default_factory=dict)
     exclude: list[Exclude] = Field(default_factory=list)
     override: list[Override] = Field(default_factory=list)
-
-    @field_validator("slo")
-    @classmethod
-    def _s(cls, v: dict[str, float]) -> dict[str, float]:
-        return _check_slo(v) or {}

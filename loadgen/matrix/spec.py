@@ -10,6 +10,7 @@ problem is reported at once as ``FILE:LINE: key.path: message`` (the line from
 
 from __future__ import annotations
 
+import re
 import tomllib
 import types
 import typing
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.matrix.locate import key_lines, line_of
-from loadgen.matrix.schema import AXES, ExperimentFile
+from loadgen.matrix.schema import AXES, ExperimentFile, slo_problem
 
 KeyPath = tuple[str | int, ...]
 
@@ -45,11 +46,19 @@ class ExperimentError(ValueError):
         super().__init__(head + "\n" + "\n".join("  " + p.render(file) for p in problems))
 
 
+_BARE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def format_key(path: KeyPath) -> str:
-    """("exclude", 2, "model") -> "exclude[2].model"."""
+    """("exclude", 2, "model") -> "exclude[2].model"; a part that is not a bare TOML key is
+    quoted, as in the file: ("models", "llama-3.1-8b") -> 'models."llama-3.1-8b"'."""
     out = ""
     for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        if isinstance(p, int):
+            out += f"[{p}]"
+            continue
+        q = p if _BARE_RE.match(p) else f'"{p}"'
+        out += f".{q}" if out else q
     return out
 
 
@@ -120,6 +129,9 @@ def _pydantic_problems(exc: Any) -> list[tuple[KeyPath, str]]:
         if err["type"] == "extra_forbidden":
             keys = allowed_keys(loc[:-1])
             msg = "unknown key" + (f"; this table takes: {', '.join(keys)}" if keys else "")
+            if len(loc) >= 3 and loc[0] in ("models", "workloads", "runtimes"):
+                msg += (f" (a name with dots must be quoted in TOML, or its parts become "
+                        f"nested tables: [{loc[0]}.\"{'.'.join(map(str, loc[1:]))}\"])")
         elif err["type"] == "missing":
             msg = "required key is missing"
         elif "input" in err and err["type"] not in ("value_error", "assertion_error"):
@@ -197,11 +209,17 @@ def cross_check(spec: ExperimentFile) -> list[tuple[KeyPath, str]]:
         if w not in spec.workloads:
             out.append((("axes", "workloads", i), f"workload {w!r} is not defined: add a "
                         f"[workloads.{w}] table (defined: {', '.join(spec.workloads) or 'none'})"))
+    for k, v in spec.slo.items():
+        if (why := slo_problem(k, v)) is not None:
+            out.append((("slo", k), why))
     values = axis_values(spec)
     for i, ex in enumerate(spec.exclude):
         out += _check_match_values(("exclude", i), ex.match, values)
     for i, ov in enumerate(spec.override):
         out += _check_match_values(("override", i, "match"), ov.match, values)
+        for k, v in (ov.slo or {}).items():
+            if (why := slo_problem(k, v)) is not None:
+                out.append((("override", i, "slo", k), why))
         if ov.options is not None:
             names = [r for r in spec.axes.runtimes if _matches_runtime(ov.match, r)]
             for r in names:

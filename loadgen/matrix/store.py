@@ -127,6 +127,7 @@ class Store:
 
     def write_cell(self, cell_id: str, record: dict[str, Any]) -> None:
         record["updated_utc"] = now_utc()
+        self.cell_dir(cell_id).mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.cell_dir(cell_id) / "cell.json", record)
 
     def lock(self, cell_id: str) -> CellLock:
@@ -188,6 +189,7 @@ class Store:
                  "owner_pid": os.getpid(), "owner_create_time": psutil.Process().create_time(),
                  "host": socket.gethostname(), "cells": cells, "started_utc": now_utc()}
         path = self._ledger() / f"{pid}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, entry)
         return path
 
