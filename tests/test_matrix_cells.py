@@ -217,3 +217,24 @@ def test_the_seed_gpu_matrix_leaves_out_the_cells_that_make_no_sense():
                     and c.axes["model"] == "opt-13b")
     assert vllm_opt.config["server"]["flags"][-2:] == ["--max-model-len", "2048"]
     assert {c.axes["runtime"] for c in x.cells} == {"vllm", "llamacpp", "pytorch", "triton"}
+
+
+def test_a_trace_workload_with_transforms_becomes_the_trace_flags_and_replays_at_each_rate():
+    trace = Path("/work/shared/data/burstgpt/BurstGPT_1_rows1-400.csv")
+    if not trace.exists():
+        pytest.skip(f"trace sample {trace} is absent (see /work/shared/data/README.md)")
+    from loadgen.workload_flags import build_workload
+
+    text = BASE.replace('[workloads.code]\ninput_len = 64', f"""[workloads.code]
+trace = "{trace}"
+trace_format = "burstgpt"
+transforms = {{ filter = ["model=ChatGPT"], window = "0:20000", speedup = 2.0 }}""")
+    c = next(c for c in cells_of(text).cells if c.axes["workload"] == "code")
+    ns = build_parser().parse_args(sweep_argv(c, "http://127.0.0.1:9", "m", "/tmp/x", "a-1"))
+    assert (ns.trace_format, ns.trace_filter, ns.trace_window, ns.trace_speedup) == (
+        "burstgpt", ["model=ChatGPT"], "0:20000", 2.0)
+    ns.trace_rate, ns.num_prompts = 5.0, 50  # what loadgen sweep sets for each rate
+    wl = build_workload(ns)
+    assert len(wl) == 50
+    rate = (len(wl) - 1) / (wl.t_intended[-1] - wl.t_intended[0])
+    assert 3.0 < rate < 8.5  # thinned towards 5 req/s (bursty, so only roughly)
