@@ -72,15 +72,19 @@ LIST_COLUMNS = ("runtime", "model", "batch_size", "tp", "workload", "repetition"
                 "e2e_p50_ms", "e2e_p99_ms", "itl_p99_ms", "cell_id")
 
 
-def _schema_sql() -> str:
+def _schema() -> list[str]:
     runs = ", ".join(f'"{c}" {t}' for c, t in RUN_COLUMNS)
     cells = ", ".join(f'"{c}" {t}' for c, t in CELL_COLUMNS)
-    return (f"CREATE TABLE IF NOT EXISTS runs ({runs});"
-            f"CREATE TABLE IF NOT EXISTS cells ({cells});"
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);"
+    return [f"CREATE TABLE IF NOT EXISTS runs ({runs})",
+            f"CREATE TABLE IF NOT EXISTS cells ({cells})",
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
             "CREATE VIEW IF NOT EXISTS latest AS SELECT * FROM runs WHERE current = 1 "
-            "AND is_probe = 0 AND status = 'complete';"
-            "CREATE INDEX IF NOT EXISTS runs_cell ON runs (cell_id);")
+            "AND is_probe = 0 AND status = 'complete'",
+            "CREATE INDEX IF NOT EXISTS runs_cell ON runs (cell_id)"]
+
+
+_DROP = ["DROP VIEW IF EXISTS latest", "DROP TABLE IF EXISTS runs",
+         "DROP TABLE IF EXISTS cells", "DROP TABLE IF EXISTS meta"]
 
 
 def connect(db: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -92,9 +96,20 @@ def connect(db: Path, readonly: bool = False) -> sqlite3.Connection:
         db.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(db, timeout=60)
         con.execute("PRAGMA journal_mode=WAL")
-        con.executescript(_schema_sql())
+        with con:
+            for stmt in _schema():
+                con.execute(stmt)
     con.row_factory = sqlite3.Row
     return con
+
+
+def version_of(con: sqlite3.Connection) -> int | None:
+    """The CATALOG_VERSION a catalog was written with (None: unknown or empty)."""
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+    except sqlite3.Error:
+        return None
+    return int(row[0]) if row else None
 
 
 # ---- rows from directories (pure apart from reading files) -----------------------------------
@@ -269,10 +284,10 @@ def rebuild(root: str | Path, db: Path | None = None) -> dict[str, int]:
     run_rows = [run_row(root, d, latest) for d in find_run_dirs(root)]
     con = connect(db)
     try:
-        with con:
+        with con:  # tables are dropped and recreated: the layout may be an older version's
             con.execute("BEGIN IMMEDIATE")
-            con.execute("DELETE FROM runs")
-            con.execute("DELETE FROM cells")
+            for stmt in (*_DROP, *_schema()):
+                con.execute(stmt)
             n_runs = _insert(con, "runs", run_rows)
             n_cells = _insert(con, "cells", (cell_row(c) for c in cells))
             _set_meta(con)
@@ -289,6 +304,9 @@ def index_cell(root: str | Path, cell_id: str, db: Path | None = None) -> int:
     latest = {cell_id: rec.get("attempt")} if rec else {}
     rows = [run_row(root, d, latest) for d in find_run_dirs(root / "cells" / cell_id)]
     con = connect(db)
+    if version_of(con) not in (None, CATALOG_VERSION):
+        con.close()
+        return rebuild(root, db)["runs"]
     try:
         with con:
             con.execute("BEGIN IMMEDIATE")
@@ -311,6 +329,14 @@ def ensure(root: str | Path) -> Path:
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: no results store here (run a matrix, or pass "
                                     "--store DIR)")
+        rebuild(root, db)
+        return db
+    con = sqlite3.connect(db, timeout=60)
+    try:
+        stale = version_of(con) != CATALOG_VERSION
+    finally:
+        con.close()
+    if stale:  # written by another version of this tool: it is derived, so rebuild it
         rebuild(root, db)
     return db
 

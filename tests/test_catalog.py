@@ -142,3 +142,17 @@ def test_a_store_without_a_catalog_gets_one_on_first_query(store, tmp_path):
     _, rows = catalog.query(copy, "SELECT count(*) FROM latest")
     assert rows == [(4,)] and (copy / "catalog.sqlite").exists()
 
+
+
+def test_a_catalog_from_another_version_is_rebuilt_on_first_query(store, tmp_path):
+    import shutil
+
+    copy = tmp_path / "old"
+    shutil.copytree(store.root, copy)
+    con = sqlite3.connect(copy / "catalog.sqlite")
+    with con:
+        con.execute("UPDATE meta SET value = '0' WHERE key = 'version'")
+        con.execute("DELETE FROM runs")
+    con.close()
+    _, rows = catalog.query(copy, "SELECT count(*) FROM latest")
+    assert rows == [(4,)]

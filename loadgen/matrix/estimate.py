@@ -4,7 +4,7 @@ Per server configuration: its start-up (``startup_estimate_s`` of the runtime's 
 default per runtime below). Per cell and rate: the load itself, n / rate seconds for n
 requests (``num_prompts``, else ``max(20, rate x duration_per_rate_s)`` as ``loadgen sweep``
 chooses), plus a fixed overhead per run for the preflight, the environment manifest, the drain
-of the last requests and the summary (measured about 1.5-3.5 s on a loaded 2-core VM).
+of the last requests and the summary (measured 0.4-2.3 s on a loaded 2-core VM).
 ``rates = "auto"`` adds the saturation probe and assumes each fraction runs for
 ``duration_per_rate_s``. A sweep that stops early at saturation takes less: the estimate is an
 upper bound for the load, a guess for everything else.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from loadgen.matrix.cells import Cell
 
-RUN_OVERHEAD_S = 3.0
+RUN_OVERHEAD_S = 2.0
 PROBE_S = 15.0
 DEFAULT_STARTUP_S = {"sim": 2.0, "llamacpp": 5.0, "llamacpp-python": 5.0, "pytorch": 20.0,
                      "vllm": 180.0, "triton": 240.0}
