@@ -29,7 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = ("analysis.report_commands", "analysis.comman
                                     "loadgen.matrix.commands",
                                     "analysis.catalog_commands")
 # Modules that add runtimes under `loadgen serve` (servers issue). One line each.
-SERVE_MODULES: tuple[str, ...] = ("servers.llamacpp.cli", "servers.pytorch.cli")
+SERVE_MODULES: tuple[str, ...] = ("servers.llamacpp.cli", "servers.pytorch.cli", "servers.vllm.cli")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -248,10 +248,25 @@ def cmd_serve_sim(ns: argparse.Namespace) -> int:
     return run(cfg) or 0
 
 
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``loadgen serve RUNTIME ... -- ARGS``: ARGS are for the server, verbatim (argparse
+    cannot take them after a positional MODEL itself). None when there is no ``--``."""
+    if argv[:1] != ["serve"] or "--" not in argv:
+        return argv, None
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    argv, passthrough = split_passthrough(argv)
     ns = parser.parse_args(argv)
+    if passthrough is not None:
+        if not hasattr(ns, "passthrough"):
+            parser.exit(2, f"loadgen {' '.join(argv[:2])}: error: this runtime takes no "
+                        "arguments after `--`\n")
+        ns.passthrough = passthrough
     try:
         if ns.command == "run":
             return cmd_run(ns, argv)

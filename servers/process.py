@@ -8,6 +8,7 @@ the tail of its log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -25,6 +26,17 @@ LISTEN_RE = re.compile(rb"listening on (http://[^\s]+)")
 
 class ServerStartError(RuntimeError):
     """The server did not start; the message quotes its log."""
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while any process of group ``pgid`` (one we created) still exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def log_tail(path: Path, n: int = 30) -> str:
@@ -109,19 +121,35 @@ class ServerProcess:
             return False
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
-        """SIGTERM the server's process group, then SIGKILL it if it does not exit in time."""
+        """SIGTERM the server's process group, then SIGKILL it if it does not exit in time.
+
+        Returns once the whole group is gone, not only its leader: a server with worker
+        processes (vLLM's engine core and workers) may exit before them, and they must not
+        outlive the stop (as orphans holding memory or the port).
+        """
         p = self.proc
-        if p is None or p.poll() is not None:
-            return p.returncode if p else None
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return p.poll()
-        try:
-            return p.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            return p.wait(5)
+        if p is None:
+            return None
+        deadline = time.monotonic() + timeout_s
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return p.poll()
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+        while _group_alive(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_alive(p.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            end = time.monotonic() + 5.0  # SIGKILL is not instant; orphans are reaped by init
+            while _group_alive(p.pid) and time.monotonic() < end:
+                time.sleep(0.05)
+        return p.returncode
 
     def kill(self) -> None:
         """SIGKILL the whole group at once (to simulate a crashed server)."""

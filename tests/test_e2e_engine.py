@@ -63,6 +63,12 @@ def test_a_stalled_server_does_not_slow_the_schedule(start_sim, tmp_path):
     import threading
 
     def stall():
+        # Timed from the run's start (its manifest appears just before t0), not from the test's:
+        # preflight and the environment manifest take a variable time on a busy machine.
+        manifest = tmp_path / "stall" / "manifest.json"
+        deadline = time.monotonic() + 30
+        while not manifest.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
         time.sleep(0.5)
         urllib.request.urlopen(urllib.request.Request(srv.base_url + "/admin/pause?seconds=1.5",
                                                       method="POST"), timeout=5).read()
