@@ -115,7 +115,9 @@ def test_a_dotted_model_name_gets_a_hint_about_quoting():
     text = BASE.replace('models = ["m"]', 'models = ["l-3.1"]').replace(
         "[models.m]", '[models.l-3.1]\nsource = "x"')
     out = problems(text)
-    assert any('models."l-3.1"' in o for o in out)  # the hint shows the quoted header
+    assert any('[models."l-3.1"]' in o for o in out)  # the hint shows the quoted header
+    plain = problems(BASE.replace("input_len = 32", "input_len = 32\nburstines = 2"))
+    assert len(plain) == 1 and "quoted" not in plain[0]  # a typo gets no such hint
 
 
 def test_invalid_toml_reports_the_parser_line():

@@ -121,7 +121,17 @@ def allowed_keys(loc: KeyPath, root: type = ExperimentFile) -> list[str] | None:
     return None
 
 
-def _pydantic_problems(exc: Any) -> list[tuple[KeyPath, str]]:
+def _dotted_names(raw: Any) -> list[str]:
+    """Axis values with a dot (which a bare TOML table header would split)."""
+    axes = raw.get("axes") if isinstance(raw, dict) else None
+    if not isinstance(axes, dict):
+        return []
+    return [v for k in ("models", "workloads", "runtimes") for v in axes.get(k) or []
+            if isinstance(v, str) and "." in v]
+
+
+def _pydantic_problems(exc: Any, raw: Any = None) -> list[tuple[KeyPath, str]]:
+    dotted = _dotted_names(raw)
     out = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
@@ -129,9 +139,11 @@ def _pydantic_problems(exc: Any) -> list[tuple[KeyPath, str]]:
         if err["type"] == "extra_forbidden":
             keys = allowed_keys(loc[:-1])
             msg = "unknown key" + (f"; this table takes: {', '.join(keys)}" if keys else "")
-            if len(loc) >= 3 and loc[0] in ("models", "workloads", "runtimes"):
+            name = next((v for v in dotted if len(loc) >= 3 and loc[0] in ("models",
+                         "workloads", "runtimes") and v.startswith(f"{loc[1]}.")), None)
+            if name:
                 msg += (f" (a name with dots must be quoted in TOML, or its parts become "
-                        f"nested tables: [{loc[0]}.\"{'.'.join(map(str, loc[1:]))}\"])")
+                        f"nested tables: [{loc[0]}.\"{name}\"])")
         elif err["type"] == "missing":
             msg = "required key is missing"
         elif "input" in err and err["type"] not in ("value_error", "assertion_error"):
@@ -152,7 +164,7 @@ def parse_text(text: str, file: str = "<experiment>") -> Experiment:
         spec = ExperimentFile.model_validate(raw)
     except ValidationError as e:
         exp = Experiment(Path(file), text, None)  # type: ignore[arg-type]
-        raise exp.error(_pydantic_problems(e)) from None
+        raise exp.error(_pydantic_problems(e, raw)) from None
     exp = Experiment(Path(file), text, spec)
     problems = cross_check(spec)
     if problems:
