@@ -29,7 +29,8 @@ COMMAND_MODULES: tuple[str, ...] = ("analysis.report_commands", "analysis.comman
                                     "loadgen.matrix.commands",
                                     "analysis.catalog_commands")
 # Modules that add runtimes under `loadgen serve` (servers issue). One line each.
-SERVE_MODULES: tuple[str, ...] = ("servers.llamacpp.cli", "servers.pytorch.cli", "servers.vllm.cli")
+SERVE_MODULES: tuple[str, ...] = ("servers.llamacpp.cli", "servers.pytorch.cli", "servers.vllm.cli",
+                                  "servers.triton.cli")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,6 +57,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-usage", dest="include_usage", action="store_false",
                    help="do not send stream_options.include_usage (for servers that reject it); "
                    "output tokens are then counted as streamed chunks")
+    g.add_argument("--continuous-usage-stats", dest="continuous_usage", action="store_true",
+                   help="send stream_options.continuous_usage_stats (vLLM, the sim): usage in "
+                   "every chunk, so chunks carrying several tokens are counted exactly "
+                   "(records' chunk_tokens); llama-server: --extra-body "
+                   "'{\"timings_per_token\": true}' does the same")
     g.add_argument("--ignore-eos", action="store_true", help="force exactly the requested output "
                    "length: sends ignore_eos=true and min_tokens=max_tokens (vLLM, and others)")
     g.add_argument("--extra-body", type=_json_obj, default={}, metavar="JSON",
@@ -63,8 +69,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timeout", "--request-timeout", dest="timeout", type=_positive_float("--timeout"),
                    default=600.0, help="per-request timeout in seconds (default 600); "
                    "requests that exceed it are recorded as 'timeout'")
+    g.add_argument("--count-tokens-with-server", action="store_true",
+                   help="before t0, count every distinct prompt with the server's POST "
+                   "/tokenize (vLLM, llama-server, the sim) into the records' "
+                   "input_tokens_tokenize; the summary flags counts that disagree")
     g.add_argument("--skip-preflight", action="store_true",
                    help="do not check /v1/models and send a test request before the run")
+    from loadgen.clients.select import add_client_arguments
+
+    add_client_arguments(g)  # --client openai|triton-grpc|triton-http|kserve|http
 
     add_workload_arguments(p.add_argument_group("workload"))
 
@@ -110,6 +123,7 @@ def client_config(ns: argparse.Namespace) -> ClientConfig:
         include_usage=ns.include_usage, ignore_eos=ns.ignore_eos, api_key=ns.api_key,
         headers=dict(ns.header), timeout_s=ns.timeout, extra_body=ns.extra_body,
         served_model_name=ns.served_model_name,
+        continuous_usage=getattr(ns, "continuous_usage", False),
     )
 
 
@@ -126,18 +140,20 @@ def cmd_plan(ns: argparse.Namespace) -> int:
             raise
         print(f"loadgen plan: {e}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"wrote {len(wl)} requests over {wl.duration:.3f} s to {path}", file=sys.stderr)
+    sess = f" ({wl.sessions.n_sessions} sessions, starts)" if wl.sessions is not None else ""
+    print(f"wrote {len(wl)} requests over {wl.duration:.3f} s{sess} to {path}", file=sys.stderr)
     return 0
 
 
 def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
     import orjson
 
+    from loadgen.clients.select import make_client
     from loadgen.engine import EngineOptions
     from loadgen.preflight import PreflightError
     from loadgen.run import EXIT_ERROR, RunSpec, execute
 
-    cfg = client_config(ns)
+    cfg = make_client(ns, client_config)  # the OpenAI ClientConfig unless --client says
     try:
         wl = build_workload(ns)
     except (OSError, ValueError) as e:  # TraceFormatError and PlanError are ValueErrors
@@ -151,6 +167,7 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
         result_dir=Path(ns.result_dir), run_name=ns.run_name, max_send_lag_ms=ns.max_send_lag_ms,
         keep_chunk_times=ns.keep_chunk_times, do_preflight=not ns.skip_preflight,
         progress=ns.progress, argv=["loadgen", *argv],
+        count_tokens_with_server=ns.count_tokens_with_server,
     )
     if ns.max_concurrency:
         print(f"note: --max-concurrency {ns.max_concurrency} makes this a CLOSED-LOOP run: "

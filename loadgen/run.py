@@ -65,6 +65,9 @@ class RunSpec:
     # None: no time series (the environment manifest is always written). The CLI sets it from
     # its telemetry flags (loadgen.telemetry.commands.options_from_argv).
     telemetry: TelemetryOptions | None = None
+    # Count every distinct prompt with the server's /tokenize before t0 (records'
+    # input_tokens_tokenize; loadgen/tokencount.py). Needs the OpenAI client.
+    count_tokens_with_server: bool = False
 
 
 @dataclass
@@ -128,18 +131,20 @@ def new_manifest(spec: RunSpec, run_dir: Path, server: dict[str, Any]) -> dict[s
     })
 
 
-async def _run_async(spec: RunSpec, run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+async def _run_async(spec: RunSpec, run_dir: Path, manifest: dict[str, Any],
+                     tokenize_counts: list[int] | None = None) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     bodies = as_client(spec.client).prepare(spec.workload)
     writer = RecordWriter(run_dir / "requests.parquet", keep_chunk_times=spec.keep_chunk_times)
     progress = Progress(len(spec.workload), spec.workload.duration,
                         enabled=spec.progress and not spec.quiet)
     # Telemetry (optional): threads beside the loop; the writer/progress hooks are O(1).
-    tel = TelemetrySession(spec.telemetry).start() if spec.telemetry is not None else None
+    tel = TelemetrySession(spec.telemetry).start(run_dir) if spec.telemetry is not None else None
     engine_writer = tel.wrap_writer(writer) if tel is not None else writer
     on_progress = tel.wrap_progress(progress) if tel is not None else progress
     task = loop.create_task(run_engine(spec.workload, spec.client, engine_writer, spec.engine,
-                                       bodies=bodies, on_progress=on_progress))
+                                       bodies=bodies, on_progress=on_progress,
+                                       input_tokens_tokenize=tokenize_counts))
     interrupted: list[str] = []
 
     def on_signal(name: str) -> None:
@@ -209,12 +214,15 @@ def execute(spec: RunSpec) -> RunResult:
     server: dict[str, Any] = {}
     if spec.do_preflight:
         server = uvloop.run(as_client(spec.client).preflight())
+    tok_counts, tok_info = _tokenize_counts(spec)
     run_dir = Path(spec.result_dir) / (spec.run_name or default_run_name(spec))
     run_dir.mkdir(parents=True, exist_ok=False)
     manifest = new_manifest(spec, run_dir, server)
+    if tok_info is not None:
+        manifest["token_counts"] = tok_info
     write_json_atomic(run_dir / "manifest.json", manifest)
     try:
-        manifest = uvloop.run(_run_async(spec, run_dir, manifest))
+        manifest = uvloop.run(_run_async(spec, run_dir, manifest, tok_counts))
     except BaseException as e:
         manifest["status"] = "failed"
         manifest["failure"] = f"{type(e).__name__}: {e}"
@@ -222,6 +230,21 @@ def execute(spec: RunSpec) -> RunResult:
         raise
     write_json_atomic(run_dir / "manifest.json", manifest)
     return finish(run_dir)
+
+
+def _tokenize_counts(spec: RunSpec) -> tuple[list[int] | None, dict[str, Any] | None]:
+    """Before t0: the server's /tokenize count of every request's prompt, if asked for."""
+    if not spec.count_tokens_with_server:
+        return None, None
+    from loadgen.clients.openai import OpenAIClient
+    from loadgen.preflight import PreflightError
+    from loadgen.tokencount import server_token_counts
+
+    client = as_client(spec.client)
+    if not isinstance(client, OpenAIClient):
+        raise PreflightError(f"--count-tokens-with-server needs an OpenAI-compatible client, "
+                             f"not {client.kind!r}")
+    return server_token_counts(client.cfg, spec.workload)
 
 
 def finish(run_dir: Path) -> RunResult:

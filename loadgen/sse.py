@@ -9,6 +9,15 @@ SSE framing (https://html.spec.whatwg.org/multipage/server-sent-events.html): ev
 separated by a blank line; each ``data:`` line adds to the event's data; lines starting with
 ``:`` are comments; other fields (``event:``, ``id:``, ``retry:``) are ignored here.
 OpenAI streams end with ``data: [DONE]``.
+
+Two things servers add beyond OpenAI's format are kept too (still after the stream ended):
+- per-request server timings: ``server_timings`` or the sim's ``sim_timings``
+  ({queue_s, prefill_s, decode_s}), or llama-server's ``timings`` (prompt_ms, predicted_ms,
+  ...), from the last event that carries them;
+- per-event token counts, where the server reports them: a cumulative count of generated
+  tokens in each event (``usage.completion_tokens`` with vLLM's/the sim's
+  ``stream_options.continuous_usage_stats``, or llama-server's ``timings.predicted_n`` with
+  ``timings_per_token``), or the per-token ``logprobs`` list of the event.
 """
 
 from __future__ import annotations
@@ -26,6 +35,30 @@ class StreamResult:
     done: bool = False  # saw data: [DONE]
     error: str | None = None  # malformed data or an error event; the stream is invalid
     n_events: int = 0
+    timings: dict | None = None  # the server's per-request timings (see module docstring)
+    timings_kind: str | None = None  # "server_timings" | "sim_timings" | "timings" (llama.cpp)
+    # per token event: tokens it carried (logprobs) or the cumulative count after it; None
+    # where the event said nothing (then no per-chunk counts are derived, see chunk_tokens)
+    event_counts: list[tuple[str, int] | None] = field(default_factory=list)
+
+    def chunk_tokens(self) -> list[int] | None:
+        """Tokens carried by each token event, when every one of them reported a count.
+
+        A cumulative count c_i (the tokens generated up to and including event i) gives
+        k_i = c_i - c_(i-1) with c_(-1) = 0: tokens that produced no text (held back, special
+        tokens) are counted with the next event that has text. None if any event lacks a
+        count, the events mix the two kinds, or a count is below 1 (counts that do not add up).
+        """
+        counts = self.event_counts
+        if not counts or any(c is None for c in counts):
+            return None
+        kinds = {c[0] for c in counts}  # type: ignore[index]
+        if len(kinds) != 1:
+            return None
+        values = [c[1] for c in counts]  # type: ignore[index]
+        if kinds == {"c"}:
+            values = [b - a for a, b in zip([0, *values[:-1]], values, strict=True)]
+        return values if min(values) >= 1 else None
 
 
 def _event_data(event: bytes) -> bytes | None:
@@ -49,9 +82,32 @@ def _output_text(choice: dict, chat: bool) -> str | None:
     return delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
 
 
-def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamResult:
-    """Token events, usage and end-of-stream markers of an OpenAI completions/chat stream."""
-    res = StreamResult()
+TIMINGS_KEYS = ("server_timings", "sim_timings", "timings")
+
+
+def _logprob_tokens(choice: dict, chat: bool) -> int | None:
+    """Tokens in a chunk's logprobs (completions: ``tokens`` list; chat: ``content`` list)."""
+    lp = choice.get("logprobs")
+    if not isinstance(lp, dict):
+        return None
+    toks = lp.get("content") if chat else lp.get("tokens")
+    return len(toks) if isinstance(toks, list) else None
+
+
+def _cumulative(obj: dict) -> int | None:
+    """Generated tokens so far, from continuous usage stats or llama.cpp's per-token timings."""
+    u = obj.get("usage")
+    if isinstance(u, dict) and isinstance(u.get("completion_tokens"), int):
+        return u["completion_tokens"]
+    t = obj.get("timings")
+    if isinstance(t, dict) and isinstance(t.get("predicted_n"), int):
+        return t["predicted_n"]
+    return None
+
+
+def data_events(pieces: list[bytes], times: list[float]) -> list[tuple[bytes, float]]:
+    """The ``data`` of each SSE event in the network reads ``pieces`` (arrival ``times``),
+    with the time of the read that completed the event; events without data are skipped."""
     buf = b""
     last_t = times[-1] if times else float("nan")
     events: list[tuple[bytes, float]] = []
@@ -65,11 +121,18 @@ def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamR
         events.extend((e, t) for e in complete)
     if buf.strip():
         events.append((buf.replace(b"\r\n", b"\n").strip(b"\n"), last_t))
-
+    out = []
     for raw, t in events:
         data = _event_data(raw.lstrip(b"\n"))
-        if data is None:
-            continue
+        if data is not None:
+            out.append((data, t))
+    return out
+
+
+def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamResult:
+    """Token events, usage and end-of-stream markers of an OpenAI completions/chat stream."""
+    res = StreamResult()
+    for data, t in data_events(pieces, times):
         res.n_events += 1
         if data == b"[DONE]":
             res.done = True
@@ -91,6 +154,11 @@ def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamR
             return res
         if obj.get("usage"):
             res.usage = obj["usage"]
+        for key in TIMINGS_KEYS:
+            if key in obj:
+                if isinstance(obj[key], dict):
+                    res.timings, res.timings_kind = obj[key], key
+                break
         choices = obj.get("choices") or ()
         if not choices:
             continue
@@ -100,6 +168,12 @@ def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamR
             return res
         if _output_text(choice, chat):
             res.token_times.append(t)
+            n = _logprob_tokens(choice, chat)
+            if n is not None:
+                res.event_counts.append(("n", n))
+            else:
+                c = _cumulative(obj)
+                res.event_counts.append(("c", c) if c is not None else None)
         if choice.get("finish_reason"):
             res.finish_reason = choice["finish_reason"]
     return res

@@ -1,7 +1,7 @@
-"""experiments/cpu-smoke.toml end to end: `loadgen matrix run` over every runtime installed here
-(the reference server, llama.cpp's llama-server, the PyTorch server, vLLM's CPU build; Triton
-once its launcher exists) x batch {1, 4} x {ShareGPT, Alpaca} on tiny models, then the catalog
-and the matrix report. Bounded: 8 requests per rate, 2 rates per cell; about 4 minutes on 2
+"""experiments/cpu-smoke.toml end to end: `loadgen matrix run` over the five runtimes (the
+reference server, llama.cpp's llama-server, the PyTorch server, vLLM's CPU build, Triton behind
+its OpenAI gateway) x batch {1, 4} x {ShareGPT, Alpaca} on tiny models, then the catalog and
+the matrix report. Bounded: 8 requests per rate, 2 rates per cell; about 3-4 minutes on 2
 cores (vLLM starts in about 40 s, twice).
 The dataset samples are read from /work/shared/data (or $LOADGEN_DATA_DIR)."""
 
@@ -45,8 +45,16 @@ def vllm_python() -> Path:
     return ensure_vllm_python(progress=lambda m: print(m, flush=True), timeout_s=30 * 60)
 
 
+@pytest.fixture(scope="module")
+def triton_dist():
+    """The cached Triton server (installed on a machine's first use: about 15 s)."""
+    from servers.triton.dist import ensure_triton
+
+    return ensure_triton(install=True)
+
+
 def test_cpu_smoke_runs_unattended_and_produces_the_catalog_and_the_report(
-        tmp_path, llama_server, vllm_python):
+        tmp_path, llama_server, vllm_python, triton_dist):
     for s in SAMPLES:
         if not (DATA / s).exists():
             pytest.skip(f"dataset sample {DATA / s} is absent (see /work/shared/data/README.md)")
@@ -72,7 +80,7 @@ def test_cpu_smoke_runs_unattended_and_produces_the_catalog_and_the_report(
             ran.add(rt)
         else:  # not installed here: skipped, and the cell says why
             assert rec["status"] == "skipped" and rt in rec["cause"], (c.label, rec)
-    assert {"sim", "llamacpp", "pytorch", "vllm"} <= ran  # triton: skipped until it lands
+    assert ran == {"sim", "llamacpp", "pytorch", "vllm", "triton"}
 
     _, rows = catalog.query(store, "SELECT runtime, count(*), count(DISTINCT dataset), "
                             "count(DISTINCT batch_size), sum(failed), min(ok) FROM latest "

@@ -69,3 +69,50 @@ def test_final_event_without_trailing_blank_line_is_parsed():
 def test_truncated_stream_has_neither_done_nor_finish_reason():
     r = parse_stream([_tok(" a"), _tok(" b")], [1, 2], chat=False)
     assert not r.done and r.finish_reason is None and r.error is None
+
+
+def test_sim_and_llamacpp_timings_are_kept_from_the_last_event_that_has_them():
+    sim = _ev({"choices": [], "usage": {"completion_tokens": 1},
+               "sim_timings": {"queue_s": 0.5, "prefill_s": 0.25, "decode_s": 0.0}})
+    r = parse_stream([_tok(" a", "length"), sim, b"data: [DONE]\n\n"], [1, 2, 3], chat=False)
+    assert r.timings_kind == "sim_timings" and r.timings["queue_s"] == 0.5
+    llama = _ev({"choices": [{"text": "", "finish_reason": "length"}],
+                 "timings": {"prompt_ms": 8.5, "predicted_ms": 0.75, "predicted_n": 4}})
+    r = parse_stream([_tok(" a"), llama], [1, 2], chat=False)
+    assert r.timings_kind == "timings" and r.timings["prompt_ms"] == 8.5
+
+
+def _tok_n(text, completion_tokens=None, predicted_n=None, logprob_tokens=None):
+    choice = {"index": 0, "text": text, "finish_reason": None}
+    obj = {"choices": [choice]}
+    if completion_tokens is not None:
+        obj["usage"] = {"completion_tokens": completion_tokens}
+    if predicted_n is not None:
+        obj["timings"] = {"predicted_n": predicted_n}
+    if logprob_tokens is not None:
+        choice["logprobs"] = {"tokens": ["t"] * logprob_tokens}
+    return _ev(obj)
+
+
+def test_chunk_tokens_from_cumulative_continuous_usage():
+    pieces = [_tok_n(" a", 1), _tok_n(" b c", 3), _tok_n(" d e", 5)]
+    assert parse_stream(pieces, [1, 2, 3], chat=False).chunk_tokens() == [1, 2, 2]
+
+
+def test_chunk_tokens_from_llamacpp_predicted_n_count_textless_tokens_with_the_next_chunk():
+    # the second event's token produced no text (held back): its token goes with the third
+    pieces = [_tok_n("v", predicted_n=1), _tok_n("", predicted_n=2), _tok_n("x y", predicted_n=4)]
+    assert parse_stream(pieces, [1, 2, 3], chat=False).chunk_tokens() == [1, 3]
+
+
+def test_chunk_tokens_from_logprobs_lists():
+    pieces = [_tok_n(" a", logprob_tokens=1), _tok_n(" b c d", logprob_tokens=3)]
+    assert parse_stream(pieces, [1, 2], chat=False).chunk_tokens() == [1, 3]
+
+
+def test_no_chunk_tokens_unless_every_chunk_reports_a_consistent_count():
+    assert parse_stream([_tok(" a"), _tok(" b")], [1, 2], chat=False).chunk_tokens() is None
+    missing = [_tok_n(" a", 1), _tok(" b")]
+    assert parse_stream(missing, [1, 2], chat=False).chunk_tokens() is None
+    not_rising = [_tok_n(" a", 2), _tok_n(" b", 2)]
+    assert parse_stream(not_rising, [1, 2], chat=False).chunk_tokens() is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,7 @@ import orjson
 from loadgen.clients.base import Sender
 from loadgen.clients.pool import make_session
 from loadgen.records import Record
-from loadgen.sse import parse_stream
+from loadgen.sse import TIMINGS_KEYS, parse_stream
 
 if TYPE_CHECKING:
     from arrivals.workload import Workload
@@ -53,6 +54,9 @@ class ClientConfig:
     timeout_s: float = 600.0
     extra_body: dict[str, Any] = field(default_factory=dict)
     served_model_name: str | None = None  # the "model" field sent, if it differs from model
+    # ask for usage in every chunk (vLLM's and the sim's stream_options.continuous_usage_stats)
+    # so that chunks carrying several tokens are counted exactly (records' chunk_tokens)
+    continuous_usage: bool = False
 
     @property
     def url(self) -> str:
@@ -69,18 +73,23 @@ class ClientConfig:
         return h
 
 
-def build_body(cfg: ClientConfig, prompt: str, max_tokens: int) -> bytes:
+def build_body(cfg: ClientConfig, prompt: str, max_tokens: int,
+               messages: list[dict[str, str]] | None = None) -> bytes:
     """The JSON body of one request. ``--ignore-eos`` asks for exactly ``max_tokens`` tokens
-    with vLLM's ``ignore_eos`` and ``min_tokens`` (also understood by several other servers)."""
+    with vLLM's ``ignore_eos`` and ``min_tokens`` (also understood by several other servers).
+    ``messages`` (a session turn's chat history) is sent as is on chat endpoints; completions
+    endpoints get ``prompt`` (the same history, flattened)."""
     body: dict[str, Any] = {"model": cfg.served_model_name or cfg.model}
     if cfg.chat:
-        body["messages"] = [{"role": "user", "content": prompt}]
+        body["messages"] = messages or [{"role": "user", "content": prompt}]
     else:
         body["prompt"] = prompt
     body["max_tokens"] = int(max_tokens)
     body["stream"] = cfg.stream
-    if cfg.stream and cfg.include_usage:
+    if cfg.stream and (cfg.include_usage or cfg.continuous_usage):
         body["stream_options"] = {"include_usage": True}
+        if cfg.continuous_usage:
+            body["stream_options"]["continuous_usage_stats"] = True
     if cfg.ignore_eos:
         body["ignore_eos"] = True
         body["min_tokens"] = int(max_tokens)
@@ -94,10 +103,12 @@ def _finish_stream(rec: Record, pieces: list[bytes], times: list[float], chat: b
     if res.token_times:
         rec.t_first_token = res.token_times[0]
         rec.chunk_times = res.token_times
+        rec.chunk_tokens = res.chunk_tokens()
         if len(res.token_times) > 1:
             tt = res.token_times
             rec.max_itl = max(b - a for a, b in zip(tt, tt[1:], strict=False))
     _set_usage(rec, res.usage, count_chunks=True)
+    _set_timings(rec, res.timings, res.timings_kind)
     if res.error:
         rec.status, rec.error = "invalid_response", res.error
     elif not (res.done or res.finish_reason):
@@ -123,6 +134,32 @@ def _set_usage(rec: Record, usage: dict | None, count_chunks: bool) -> None:
         rec.input_tokens, rec.input_tokens_source = rec.expected_input_tokens, "dataset"
 
 
+def _seconds(d: dict, key: str, scale: float = 1.0) -> float:
+    v = d.get(key)
+    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
+        return float(v) * scale
+    return math.nan
+
+
+def _set_timings(rec: Record, timings: dict | None, kind: str | None) -> None:
+    """Server-reported per-request timings into ``server_{queue,prefill,decode}_s``.
+
+    ``server_timings``/``sim_timings`` (our servers): ``queue_s``, ``prefill_s``, ``decode_s``
+    in seconds. llama-server's ``timings``: ``prompt_ms`` (prompt processing, which yields the
+    first token) is the prefill and ``predicted_ms`` the decode; it reports no queue time.
+    A field that is missing or not a number >= 0 stays NaN.
+    """
+    if not timings:
+        return
+    if kind == "timings":
+        rec.server_prefill_s = _seconds(timings, "prompt_ms", 1e-3)
+        rec.server_decode_s = _seconds(timings, "predicted_ms", 1e-3)
+    else:
+        rec.server_queue_s = _seconds(timings, "queue_s")
+        rec.server_prefill_s = _seconds(timings, "prefill_s")
+        rec.server_decode_s = _seconds(timings, "decode_s")
+
+
 def _finish_json(rec: Record, data: bytes, chat: bool) -> None:
     try:
         obj = orjson.loads(data)
@@ -136,6 +173,10 @@ def _finish_json(rec: Record, data: bytes, chat: bool) -> None:
     rec.n_chunks = 1 if text else 0
     rec.status = "ok"
     _set_usage(rec, obj.get("usage"), count_chunks=False)
+    for key in TIMINGS_KEYS:
+        if isinstance(obj.get(key), dict):
+            _set_timings(rec, obj[key], key)
+            break
 
 
 def _describe(e: BaseException) -> str:
@@ -230,6 +271,10 @@ class OpenAIClient:
     def prepare(self, workload: Workload) -> Sequence[bytes]:
         """Every request body, JSON-encoded before t0 so the event loop only sends bytes."""
         outs = workload.output_tokens.tolist()
+        ss = workload.sessions
+        if self.cfg.chat and ss is not None and ss.messages is not None:
+            return [build_body(self.cfg, p, o, m)
+                    for p, o, m in zip(workload.prompts, outs, ss.messages, strict=True)]
         return [build_body(self.cfg, p, o) for p, o in zip(workload.prompts, outs, strict=True)]
 
     @contextlib.asynccontextmanager

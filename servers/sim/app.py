@@ -2,7 +2,7 @@
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (stream or not), GET /v1/models,
 GET /health, GET /version, GET /metrics (Prometheus text, a registry private to the app),
-POST /admin/pause?seconds=S. ``make_app`` builds the application; ``start`` runs it on a TCP
+POST /tokenize (vLLM/llama-server style token counts), POST /admin/pause?seconds=S. ``make_app`` builds the application; ``start`` runs it on a TCP
 port (0 = a free one) and returns a handle; ``serve`` runs it until SIGINT/SIGTERM.
 """
 
@@ -15,6 +15,7 @@ import signal
 import socket
 import struct
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ def make_app(config: SimConfig) -> web.Application:
     app.router.add_get("/health", _health)
     app.router.add_get("/version", _version)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_post("/tokenize", _tokenize)
     app.router.add_post("/admin/pause", _pause)
     app.on_startup.append(_start_engine)
     # on_shutdown runs before aiohttp waits for in-flight handlers: aborting every sequence
@@ -123,6 +125,11 @@ async def _stream(request: web.Request, state: SimState, req: GenerationRequest,
     enc = StreamEncoder(req.chat, request_id(req.chat, seq.number), int(time.time()),
                         state.config.model)
     fault_at = good_tokens(req.max_tokens) if fault is not None else None
+    interval = state.config.stream_interval
+    encode = _encode_tokens
+    if interval > 1 or req.continuous_usage:
+        encode = partial(_encode_chunks, interval=interval,
+                         prompt_tokens=req.prompt_tokens if req.continuous_usage else None)
     sent = 0
     try:
         while True:
@@ -143,8 +150,9 @@ async def _stream(request: web.Request, state: SimState, req: GenerationRequest,
                 fault_at = None
                 continue
             if finish is None:
-                if end > sent:  # the hot path: usually exactly one new token
-                    await resp.write(_encode_tokens(enc, seq, sent, end, None, sent == 0))
+                if end > sent and (sent == 0 or end - sent >= interval):
+                    # the hot path: usually exactly one new token
+                    await resp.write(encode(enc, seq, sent, end, None, sent == 0))
                     sent = end
                 await seq.wait()
                 continue
@@ -152,7 +160,7 @@ async def _stream(request: web.Request, state: SimState, req: GenerationRequest,
                 await resp.write_eof()
                 return resp
             # The last tokens, the usage chunk, [DONE] and the end of the body: one write.
-            body = _encode_tokens(enc, seq, sent, end, finish, sent == 0) if end > sent else b""
+            body = encode(enc, seq, sent, end, finish, sent == 0) if end > sent else b""
             if req.include_usage:
                 body += enc.usage(req.prompt_tokens, end, seq.timings())
             await resp.write_eof(body + DONE_EVENT)
@@ -172,6 +180,21 @@ def _encode_tokens(enc: StreamEncoder, seq: Sequence, start: int, end: int,
     if first and enc.chat:
         parts.insert(0, enc.role())
     parts.append(last)
+    return b"".join(parts)
+
+
+def _encode_chunks(enc: StreamEncoder, seq: Sequence, start: int, end: int,
+                   finish: str | None, first: bool, *, interval: int,
+                   prompt_tokens: int | None) -> bytes:
+    """Tokens [start, end) as one chunk (``interval`` > 1) or one chunk per token, each with
+    the usage so far when ``prompt_tokens`` is given (continuous_usage_stats)."""
+    words = seq.tokens
+    groups = [(start, end)] if interval > 1 else [(k, k + 1) for k in range(start, end)]
+    parts = [enc.role()] if first and enc.chat else []
+    for a, b in groups:
+        parts.append(enc.chunk([words.word(k) for k in range(a, b)],
+                               finish if b == end else None,
+                               (prompt_tokens, b) if prompt_tokens is not None else None))
     return b"".join(parts)
 
 
@@ -262,6 +285,7 @@ async def _version(request: web.Request) -> web.Response:
         "fault_rate": c.fault_rate,
         "fault_kind": c.fault_kind,
         "fault_stall_s": c.fault_stall_s,
+        "stream_interval": c.stream_interval,
         "clock": state.engine.sleeper_kind,
     }
     return web.Response(body=orjson.dumps(body), content_type=JSON)
@@ -270,6 +294,32 @@ async def _version(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     body = render(request.app[STATE].registry)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def _tokenize(request: web.Request) -> web.Response:
+    """Count tokens as generation would: ``prompt`` or ``content`` (vLLM / llama-server
+    completions style) with the whitespace tokenizer, or ``messages`` (vLLM chat style) as a
+    chat request counts them. Answers ``{"count", "tokens", "max_model_len"}`` like vLLM;
+    the ids are stable word hashes (the sim has no vocabulary file). No special tokens exist,
+    so ``add_special_tokens`` changes nothing."""
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return _error(400, f"The request body is not valid JSON: {exc}.")
+    if not isinstance(data, dict):
+        return _error(400, "The request body must be a JSON object.")
+    if isinstance(data.get("messages"), list):
+        words = [w for m in data["messages"] if isinstance(m, dict)
+                 and isinstance(m.get("content"), str) for w in m["content"].split()]
+    else:
+        text = data.get("prompt", data.get("content"))
+        if not isinstance(text, str):
+            return _error(400, "'prompt' (or 'content', or 'messages') is required and must be "
+                          "a string.", "prompt")
+        words = text.split()
+    ids = [zlib.crc32(w.encode()) & 0x7FFFFFFF for w in words]
+    return web.Response(body=orjson.dumps({"count": len(ids), "tokens": ids,
+                                           "max_model_len": None}), content_type=JSON)
 
 
 async def _pause(request: web.Request) -> web.Response:

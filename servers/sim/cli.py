@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="probability of stopping after each token (finish_reason 'stop') "
                              "unless ignore_eos or fewer than min_tokens; 0 = always "
                              "max_tokens (default %(default)s)")
+    engine.add_argument("--stream-interval", type=int, default=_DEFAULTS.stream_interval,
+                        help="tokens per streamed chunk after the first (like vLLM's "
+                             "--stream-interval); >1 makes chunks carry several tokens "
+                             "(default %(default)s)")
     faults = parser.add_argument_group("fault injection (off by default)")
     faults.add_argument("--fault-rate", type=float, default=_DEFAULTS.fault_rate,
                         help="fraction of requests, chosen from the seed, that get "
@@ -85,6 +89,7 @@ def config_from_args(ns: argparse.Namespace) -> SimConfig:
         fault_rate=ns.fault_rate,
         fault_kind=ns.fault_kind,
         fault_stall_s=ns.fault_stall_s,
+        stream_interval=ns.stream_interval,
     )
 
 

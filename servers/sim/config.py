@@ -33,6 +33,9 @@ class SimConfig:
     fault_kind: str = "http500"
     fault_stall_s: float = 30.0
     """How long a ``stall`` fault stops the stream."""
+    stream_interval: int = 1
+    """Tokens per streamed chunk (like vLLM's --stream-interval): the first token is sent at
+    once, later ones in chunks of this many (the last chunk may hold fewer)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -55,6 +58,10 @@ class SimConfig:
             raise ValueError(
                 f"SimConfig.fault_kind must be one of {', '.join(FAULT_KINDS)}, "
                 f"got {self.fault_kind!r}"
+            )
+        if not _is_int(self.stream_interval) or self.stream_interval < 1:
+            raise ValueError(
+                f"SimConfig.stream_interval must be an int >= 1, got {self.stream_interval!r}"
             )
         if not _is_number(self.fault_stall_s) or not (
             math.isfinite(self.fault_stall_s) and self.fault_stall_s >= 0
