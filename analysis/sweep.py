@@ -236,8 +236,13 @@ def requests_for(rate: float, ns: argparse.Namespace) -> int:
     return max(20, int(round(rate * ns.duration_per_rate)))
 
 
-def run_sweep(ns: argparse.Namespace, argv: list[str], log=print) -> tuple[Path, dict[str, Any]]:
-    """Run the sweep the flags describe; return its directory and sweep.json's content."""
+def run_sweep(ns: argparse.Namespace, argv: list[str], log=print,
+              extra_manifest: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Run the sweep the flags describe; return its directory and sweep.json's content.
+
+    ``extra_manifest`` is merged into every run's manifest (the experiment matrix records the
+    cell and the launched server there). A run interrupted by SIGINT/SIGTERM (a partial run)
+    ends the sweep: it raises KeyboardInterrupt after recording that run."""
     from loadgen.flags import UsageError
 
     if ns.plan:
@@ -271,7 +276,7 @@ def run_sweep(ns: argparse.Namespace, argv: list[str], log=print) -> tuple[Path,
         "stopped": {"early": False, "at_rate": None, "reasons": []},
     }
     _write(root / "sweep.json", meta)
-    extra = {"sweep": {"dir": str(root)}}
+    extra = {"sweep": {"dir": str(root)}, **(extra_manifest or {})}
     try:
         if rates is None:
             pr = float(ns.probe_rate) if ns.probe_rate else math.inf
@@ -304,6 +309,9 @@ def run_sweep(ns: argparse.Namespace, argv: list[str], log=print) -> tuple[Path,
                 "request_throughput": s["throughput"]["request_throughput"], "check": check,
             })
             _write(root / "sweep.json", meta)
+            if s["validity"]["verdict"] == "PARTIAL":  # Ctrl-C / SIGTERM during that run
+                m = orjson.loads((res.run_dir / "manifest.json").read_bytes())
+                raise KeyboardInterrupt(m.get("interrupted_by") or "SIGINT")
             if check["saturated"]:
                 log(f"sweep: rate {rate:g} saturated: {'; '.join(check['reasons'])}")
                 if not ns.no_stop and i < len(rates) - 1:

@@ -39,7 +39,9 @@ COMMAND_MODULES: tuple[str, ...] = ("analysis.report_commands", "analysis.comman
                                     "loadgen.telemetry.commands",
                                     "arrivals.commands",
                                     "servers.models.commands",
-                                    "servers.faultproxy.cli")
+                                    "servers.faultproxy.cli",
+                                    "loadgen.matrix.commands",
+                                    "analysis.catalog_commands")
 # Modules that add runtimes under `loadgen serve` (servers issue). One line each.
 SERVE_MODULES: tuple[str, ...] = ("servers.llamacpp.cli", "servers.pytorch.cli", "servers.vllm.cli",
                                   "servers.triton.cli")

@@ -48,6 +48,7 @@ class ServeSettings:
     startup_timeout_s: float = 300.0
     profile: str | None = None  # "perf" | "nsys": run the server under this profiler
     profile_dir: Path | None = None  # default: LOG_DIR/<runtime>-<port>-<profiler>/
+    die_with_parent: bool = False  # SIGTERM the server when its parent dies (servers/process.py)
 
 
 class Runtime(Protocol):
@@ -147,7 +148,8 @@ def launch(runtime: Runtime, s: ServeSettings) -> RunningServer:
         argv = wrap_profiler(argv, s.profile, pdir)
     base_url = f"http://{s.host}:{port}"
     log = Path(s.log_dir) / f"{runtime.name}-{port}.log"
-    proc = ServerProcess(argv=argv, log_path=log, base_url=base_url, env=runtime.env(s))
+    proc = ServerProcess(argv=argv, log_path=log, base_url=base_url, env=runtime.env(s),
+                         die_with_parent=s.die_with_parent)
     model = runtime.model_name(s)
     t = time.monotonic()
     proc.start(timeout_s=s.startup_timeout_s, ready=lambda: serves_model(base_url, model)[0])

