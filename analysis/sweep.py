@@ -300,7 +300,6 @@ def run_sweep(ns: argparse.Namespace, argv: list[str], log=print,
             n = requests_for(rate, ns)
             log(f"sweep: rate {rate:g} req/s, {n} requests ({i + 1}/{len(rates)})")
             res = _one_run(ns, rate, n, root, rate_dir_name(rate), argv, ns.quiet, extra)
-            _stop_if_interrupted(res)
             check = saturation_check(load_run(res.run_dir), rules)
             s = res.summary
             meta["runs"].append({
