@@ -126,7 +126,8 @@ def _dotted_names(raw: Any) -> list[str]:
     axes = raw.get("axes") if isinstance(raw, dict) else None
     if not isinstance(axes, dict):
         return []
-    return [v for k in ("models", "workloads", "runtimes") for v in axes.get(k) or []
+    lists = [axes.get(k) for k in ("models", "workloads", "runtimes")]
+    return [v for vs in lists if isinstance(vs, list) for v in vs  # a non-list is its own problem
             if isinstance(v, str) and "." in v]
 
 
