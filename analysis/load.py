@@ -102,12 +102,18 @@ def load_run(path: str | Path, recover: bool = True) -> Run:
         raise FileNotFoundError(f"{rpath}: missing; the run wrote no records")
     timeseries = _load_table(p / "timeseries.parquet", recover, notes)
     if manifest.get("status") == "running" and not notes.get("live"):
-        manifest = _mark_killed(manifest, notes, requests.num_rows)
+        marked = _mark_killed(manifest, notes, requests.num_rows)
         if recover:
-            from loadgen.manifest import write_json_atomic
+            from loadgen.manifest import update_json_locked
 
-            with contextlib.suppress(OSError):
-                write_json_atomic(mpath, manifest)
+            def mark(current: dict[str, Any]) -> dict[str, Any] | None:
+                # what is on disk now (the telemetry process may have added its note)
+                return _mark_killed(current, notes, requests.num_rows) \
+                    if current.get("status") == "running" else None
+
+            with contextlib.suppress(OSError, ValueError):
+                marked = update_json_locked(mpath, mark) or marked
+        manifest = marked
     return Run(path=p, manifest=manifest, requests=requests, timeseries=timeseries)
 
 

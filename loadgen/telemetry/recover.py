@@ -75,18 +75,21 @@ def recover_telemetry(run_dir: str | Path, t0: float | None = None, *,
 
 
 def _note_in_manifest(d: Path, info: dict[str, Any]) -> None:
-    from loadgen.manifest import write_json_atomic
+    from loadgen.manifest import update_json_locked
     from loadgen.telemetry.session import CLOCK
 
     mpath = d / "manifest.json"
     if not mpath.exists():
         return
-    try:
-        manifest = orjson.loads(mpath.read_bytes())
+
+    def note(manifest: dict[str, Any]) -> dict[str, Any] | None:
+        if "telemetry" in manifest:
+            return None
+        manifest["telemetry"] = {"recovered": info, "clock": CLOCK,
+                                 "files": {k: v["content"] for k, v in info["files"].items()}}
+        return manifest
+
+    try:  # locked: analysis.load.load_run may be marking the same manifest partial
+        update_json_locked(mpath, note)
     except orjson.JSONDecodeError:
         return  # not ours to repair
-    if "telemetry" in manifest:
-        return
-    manifest["telemetry"] = {"recovered": info, "clock": CLOCK,
-                             "files": {k: v["content"] for k, v in info["files"].items()}}
-    write_json_atomic(mpath, manifest)
