@@ -157,7 +157,9 @@ def test_a_network_stall_mid_stream_shows_as_one_long_gap(start_sim, start_proxy
     s, run = _run(px.base_url, wl, tmp_path, "st", preflight=False)
     assert s["counts"]["by_status"] == {"ok": 30}
     gap = col(run.requests, "max_itl")
-    stalled = gap >= 0.4
+    # >= 0.35, not 0.4: a read before the stall that the client timestamps a few ms late
+    # (a busy event loop) shortens the gap it measures
+    stalled = gap >= 0.35
     assert 5 <= stalled.sum() <= 25 and np.all(gap[~stalled] < 0.2)
 
 
