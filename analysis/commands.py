@@ -112,4 +112,10 @@ def render_analysis(a: dict[str, Any]) -> str:
     sm = a["smoothness"]
     lines += ["", f"smoothness (target TPOT {_f(sm['target_tpot_ms'], 2)} ms): fluidity index "
               f"{_f(sm['fluidity_index'], 3)}, stall ratio {_f(sm['stall_ratio'], 3)}"]
+    tpc = a.get("tokens_per_chunk") or {}
+    if tpc:
+        lines.append(f"tokens per chunk: {tpc['server']} requests counted by the server, "
+                     f"{tpc['estimated']} estimated, {tpc['one_per_chunk']} one per chunk")
+        if tpc.get("note"):
+            lines.append(f"note: {tpc['note']}")
     return "\n".join(lines)

@@ -6,6 +6,8 @@ user's view, which includes any lag of the generator and, in closed-loop mode, s
   e2e  = t_done - origin
   tpot = (t_done - t_first_token) / (output_tokens - 1)        requests with > 1 output token
   itl  = successive differences of chunk_times (per streamed chunk, as vllm bench serve)
+  itl_token = per-token inter-token latency: a chunk of k tokens after a gap g gives k values
+         g / k (analysis/tokens.py: counts from the server, else an estimate, flagged)
   send_lag  = t_sent - t_intended - slot_wait                    the generator's own lateness
   queueing  = t_sent - t_intended                                 lag plus slot wait
 """
@@ -36,6 +38,8 @@ class Derived:
     e2e_intended: np.ndarray
     tpot: np.ndarray  # over ok requests with > 1 output token
     itl: np.ndarray  # all inter-chunk intervals of ok requests
+    itl_token: np.ndarray  # per-token intervals of ok requests (analysis/tokens.py)
+    token_basis: dict  # how many ok requests had each tokens-per-chunk basis (tokens.BASES)
     send_lag: np.ndarray  # over sent requests
     slot_wait: np.ndarray  # over sent requests
     input_tokens: np.ndarray  # over ok requests (0 where unknown)
@@ -58,6 +62,7 @@ def derive(table: pa.Table) -> Derived:
     ok_table = table.filter(pa.array(ok))
     chunks = ok_table.column("chunk_times")
     itl = _itl(chunks)
+    itl_token, basis = _itl_token(ok_table, itl, out_tok[ok])
     return Derived(
         ok=ok,
         sent=sent,
@@ -67,6 +72,8 @@ def derive(table: pa.Table) -> Derived:
         e2e_intended=(t_done - t_int)[ok],
         tpot=tpot,
         itl=itl,
+        itl_token=itl_token,
+        token_basis=basis,
         send_lag=(t_sent - t_int - np.nan_to_num(slot))[sent],
         slot_wait=np.nan_to_num(slot)[sent],
         input_tokens=in_tok[ok],
@@ -93,3 +100,30 @@ def _itl(chunks: pa.ChunkedArray) -> np.ndarray:
         keep[ends[(ends >= 0) & (ends < len(d))]] = False
         parts.append(d[keep])
     return np.concatenate(parts) if parts else np.empty(0)
+
+
+def _itl_token(ok_table: pa.Table, itl: np.ndarray, out_tok: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Per-token ITL of the ok requests; the per-chunk ``itl`` when every chunk is one token
+    (the common case: no per-request work)."""
+    from analysis.tokens import basis_report, chunk_counts, list_column, per_token_itl
+
+    if "n_chunks" in ok_table.column_names:
+        n_chunks = col(ok_table, "n_chunks", np.int64)
+    else:  # a hand-made or older table: count the chunk times
+        n_chunks = np.asarray(pc.list_value_length(ok_table.column("chunk_times")).fill_null(0)
+                              .to_numpy(zero_copy_only=False), dtype=np.int64)
+    has_counts = ("chunk_tokens" in ok_table.column_names
+                  and ok_table.column("chunk_tokens").null_count < ok_table.num_rows)
+    if not has_counts and not (out_tok > n_chunks).any():
+        return itl, basis_report({"one_per_chunk": ok_table.num_rows})
+    chunks = list_column(ok_table, "chunk_times")
+    reported = list_column(ok_table, "chunk_tokens", np.int64)
+    parts, bases = [], {"server": 0, "estimated": 0, "one_per_chunk": 0}
+    for c, r, o in zip(chunks, reported, out_tok.tolist(), strict=True):
+        if c is None:
+            bases["one_per_chunk"] += 1
+            continue
+        k, basis = chunk_counts(len(c), o, r)
+        bases[basis] += 1
+        parts.append(per_token_itl(c, k))
+    return (np.concatenate(parts) if parts else np.empty(0)), basis_report(bases)

@@ -108,9 +108,42 @@ def _summary_html(s: dict[str, Any]) -> str:
             ("E2E from sent", lat["from_sent"]["e2e"]),
             ("TPOT", lat["from_sent"]["tpot"]), ("ITL (per chunk)", lat["from_sent"]["itl"]),
             ("send lag (generator)", s["self_check"]["send_lag_ms"])]
+    per_chunk = s["tokens"].get("per_chunk") or {}
+    if lat["from_sent"].get("itl_per_token") is not None:
+        label = "ITL (per token, estimated)" if per_chunk.get("estimated") else "ITL (per token)"
+        rows.insert(6, (label, lat["from_sent"]["itl_per_token"]))
     parts.append(_table(["latency (ms)", *keys],
                         [[_e(n), *(_f(d.get(k), 2) for k in keys)] for n, d in rows]))
+    if per_chunk:
+        parts.append(f'<p class="note">tokens per chunk: {per_chunk.get("server", 0)} requests '
+                     f'counted by the server, {per_chunk.get("estimated", 0)} estimated, '
+                     f'{per_chunk.get("one_per_chunk", 0)} one per chunk</p>')
+    if per_chunk.get("note"):
+        parts.append(f'<p class="warn">! {_e(per_chunk["note"])}</p>')
     return "".join(parts)
+
+
+def _ttft_html(s: dict[str, Any]) -> str:
+    """summary.json's ttft_decomposition as a table, or why there is none."""
+    td = s.get("ttft_decomposition") or {}
+    if not td.get("available"):
+        return f'<p class="note">no decomposition: {_e(td.get("reason", "not computed"))}</p>'
+    names = {"generator_lag": "generator lag (t_sent - t_intended)",
+             "server_queue": "server queue (server-reported)",
+             "server_prefill": "server prefill (server-reported)",
+             "transport_other": "transport / other (remainder)"}
+    rows = [[_e(names[k]), _f(c["mean"], 2), _f((c["share_of_mean_ttft"] or 0) * 100, 1),
+             _f(c["p50"], 2), _f(c["p90"], 2), _f(c["p99"], 2)]
+            for k, c in td["components_ms"].items()]
+    t = td["ttft_intended_ms"]
+    rows.append(["<b>TTFT from intended</b>", _f(t["mean"], 2), "100.0", _f(t["p50"], 2),
+                 _f(t["p90"], 2), _f(t["p99"], 2)])
+    out = (f"<p>{td['n_requests']} of {td['n_ok']} ok requests carry server timings; the "
+           "components add up to each request's TTFT (means add up; percentiles do not).</p>"
+           + _table(["component", "mean ms", "% of mean", "p50", "p90", "p99"], rows))
+    if td.get("note"):
+        out += f'<p class="note">note: {_e(td["note"])}</p>'
+    return out
 
 
 def _selfcheck_html(s: dict[str, Any]) -> str:
@@ -206,7 +239,8 @@ def _run_section(run: Run, img: _Images, prefix: str, slo: dict | None, rate: fl
     point = run_point(run, rate, slo)
     la = length_analysis(run)
     data: dict[str, Any] = {"run_dir": str(run.path), "summary": s, "point": point}
-    parts = ["<h3>Validity and generator self-check</h3>", _summary_html(s), _selfcheck_html(s)]
+    parts = ["<h3>Validity and generator self-check</h3>", _summary_html(s), _selfcheck_html(s),
+             "<h3>Where TTFT goes</h3>", _ttft_html(s)]
     if slo:
         parts += ["<h3>SLO and goodput</h3>", _slo_html(point)]
     parts.append("<h3>Length-conditioned latency</h3>")

@@ -4,7 +4,9 @@
 ``window`` (which requests count), ``percentiles_ci`` (percentiles with distribution-free
 95 % intervals), ``length_buckets`` (percentiles per log2 input x output bucket), ``fits``
 (median-regression latency models with bootstrap CIs), ``slo`` (attainment and goodput, or
-None) and ``smoothness`` (fluidity index and stall ratio).
+None), ``smoothness`` (fluidity index and stall ratio, over tokens) and ``tokens_per_chunk``
+(where the tokens of each chunk came from: the server, an estimate, or one per chunk; see
+analysis/tokens.py). ``percentiles_ci`` has ``itl`` per chunk and ``itl_per_token``.
 
 Every statistic is over the successful requests whose ``t_intended`` lies in the window
 (failed ones count only as SLO misses). TTFT, E2E, TPOT and ITL are measured from ``t_sent``
@@ -29,9 +31,11 @@ from analysis.load import Run
 from analysis.metrics import col
 from analysis.slo import SLO, evaluate_slo, parse_slo, slo_report
 from analysis.smoothness import smoothness
+from analysis.tokens import basis_report, list_column, per_token_itl, request_counts
 from analysis.window import Window, choose_window
 
-TOP_LEVEL_KEYS = ("window", "percentiles_ci", "length_buckets", "fits", "slo", "smoothness")
+TOP_LEVEL_KEYS = ("window", "percentiles_ci", "length_buckets", "fits", "slo", "smoothness",
+                  "tokens_per_chunk")
 CI_PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
 CONFIDENCE = 0.95
 # Without an SLO on TPOT/ITL, a reader expects the run's own typical cadence with this margin.
@@ -40,20 +44,7 @@ DEFAULT_TPOT_MARGIN = 1.5
 
 def chunk_lists(table: pa.Table) -> list[np.ndarray]:
     """Each row's ``chunk_times`` as a float64 array (empty where null)."""
-    out: list[np.ndarray] = []
-    if "chunk_times" not in table.column_names:
-        return [np.empty(0) for _ in range(table.num_rows)]
-    for arr in table.column("chunk_times").chunks:
-        flat = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
-        offs = arr.offsets.to_numpy()
-        base = offs[0]
-        valid = arr.is_valid().to_numpy(zero_copy_only=False)
-        for k in range(len(arr)):
-            if valid[k]:
-                out.append(flat[offs[k] - base: offs[k + 1] - base])
-            else:
-                out.append(np.empty(0))
-    return out
+    return [c if c is not None else np.empty(0) for c in list_column(table, "chunk_times")]
 
 
 def _num(x: float) -> float | None:
@@ -104,9 +95,15 @@ def analyze(run: Run, *, slo: SLO | str | None = None,
     tpot = tpot_all[sel]
     itl_lists = [np.diff(chunks[k]) if chunks[k].size > 1 else np.empty(0) for k in idx]
     itl = np.concatenate(itl_lists) if itl_lists else np.empty(0)
+    reported = list_column(t, "chunk_tokens", np.int64)
+    counts, bases = request_counts([chunks[k] for k in idx], [reported[k] for k in idx],
+                                   out[idx])
+    tok_lists = [per_token_itl(chunks[k], c) for k, c in zip(idx, counts, strict=True)]
+    itl_token = np.concatenate(tok_lists) if tok_lists else np.empty(0)
 
     percentiles = {
         "ttft": _ci_block(ttft_s), "e2e": _ci_block(e2e_s), "itl": _ci_block(itl),
+        "itl_per_token": _ci_block(itl_token),
         "tpot": _ci_block(tpot[np.isfinite(tpot)]),
         "ttft_intended": _ci_block(ttft_i), "e2e_intended": _ci_block(e2e_i),
     }
@@ -135,7 +132,7 @@ def analyze(run: Run, *, slo: SLO | str | None = None,
                           if finite.size else None)
         target_source = f"{DEFAULT_TPOT_MARGIN} x median TPOT of the window"
     if target_tpot_ms:
-        smooth = smoothness([chunks[k] for k in idx], target_tpot_ms / 1e3)
+        smooth = smoothness([chunks[k] for k in idx], target_tpot_ms / 1e3, counts)
     else:
         smooth = {"fluidity_index": None, "fully_fluid_share": None, "stall_ratio": None,
                   "target_tpot_ms": None, "n_requests": 0}
@@ -148,6 +145,7 @@ def analyze(run: Run, *, slo: SLO | str | None = None,
         "fits": fits,
         "slo": slo_section,
         "smoothness": smooth,
+        "tokens_per_chunk": basis_report(bases),
     }
     return plain(result, nonfinite_to_none=True)
 

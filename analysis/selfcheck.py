@@ -52,6 +52,15 @@ def interarrival_ks(t_intended: np.ndarray, t_sent: np.ndarray) -> dict:
     }
 
 
+INTERRUPTIONS = {
+    "killed": "the generator's death (SIGKILL, out of memory or a crash; records recovered up "
+              "to its last flush)",
+    "write_error": "a failure to write its records (disk full or unwritable; see the manifest's "
+                   "failure)",
+}
+"""What a non-signal ``interrupted_by`` means (signals are named as they are: SIGINT ...)."""
+
+
 def verdict(
     d: Derived,
     *,
@@ -87,7 +96,8 @@ def verdict(
                     f"worker {w} send lag p99 {v:.2f} ms" for w, v in sorted(late.items()))
                 + f" > {max_send_lag_ms:g} ms")
     if interrupted:
-        reasons.append(f"run interrupted by {interrupted}: {n_recorded} of {n_intended} requests recorded")
+        why = INTERRUPTIONS.get(interrupted, interrupted)
+        reasons.append(f"run interrupted by {why}: {n_recorded} of {n_intended} requests recorded")
     elif n_recorded < n_intended:
         reasons.append(f"only {n_recorded} of {n_intended} intended requests were recorded")
     if interrupted:

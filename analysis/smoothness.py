@@ -14,15 +14,19 @@ D (D_p for the first interval when a prefill deadline is used, else the target T
 
 Without a prefill deadline (the default here) the clock starts at the first token: token i
 (i >= 1) is due at t_first_token + i * D_d, re-anchored after each miss, so the index is about
-decoding smoothness only (TTFT has its own SLO). Streamed chunks are taken as tokens (one
-token per chunk on the servers we drive; a chunk carrying several tokens counts once).
+decoding smoothness only (TTFT has its own SLO). The index is over tokens, not chunks: a
+chunk carrying k tokens delivers k tokens at once (analysis/tokens.py: token times
+``repeat(chunk_times, k)``), so its later tokens have interval 0 and bank slack, exactly as
+Metron treats tokens that a server emits together. With one token per chunk the two agree.
 
 Stall ratio: the share of the streaming time (first to last chunk) a reader spends waiting
 beyond the expected cadence D_d, summed over requests:
 
-    stall_ratio = sum_r sum_i max(0, g_ri - D_d) / sum_r (t_last_r - t_first_r)
+    stall_ratio = sum_r sum_i max(0, g_ri - k_ri * D_d) / sum_r (t_last_r - t_first_r)
 
-with g_ri the gaps between successive chunks of request r. 0 is a perfectly paced stream.
+with g_ri the gap before chunk i of request r and k_ri the tokens it brings: a chunk of k
+tokens is due k cadences after the previous one (k = 1 per chunk when counts are unknown).
+0 is a perfectly paced stream.
 """
 
 from __future__ import annotations
@@ -63,25 +67,32 @@ def fluidity_index(intervals: np.ndarray, target_tpot: float,
     return 1.0 - missed / total if total else math.nan
 
 
-def stall_time(chunk_times: np.ndarray, target_tpot: float) -> tuple[float, float]:
-    """(stalled seconds, streaming seconds) of one request's chunk arrival times."""
+def stall_time(chunk_times: np.ndarray, target_tpot: float,
+               counts: np.ndarray | None = None) -> tuple[float, float]:
+    """(stalled seconds, streaming seconds) of one request's chunk arrival times; ``counts``:
+    tokens per chunk (default one each)."""
     c = np.asarray(chunk_times, dtype=np.float64)
     if c.size < 2:
         return 0.0, 0.0
     g = np.diff(c)
-    return float(np.maximum(g - target_tpot, 0.0).sum()), float(c[-1] - c[0])
+    due = target_tpot * (np.asarray(counts[1:], dtype=np.float64) if counts is not None else 1.0)
+    return float(np.maximum(g - due, 0.0).sum()), float(c[-1] - c[0])
 
 
-def smoothness(chunk_lists: list[np.ndarray], target_tpot: float) -> dict:
+def smoothness(chunk_lists: list[np.ndarray], target_tpot: float,
+               counts: list[np.ndarray] | None = None) -> dict:
     """Fluidity index (mean over requests with >= 2 chunks, and the share of those that
-    met every deadline) and the pooled stall ratio, for a target TPOT in seconds."""
+    met every deadline) and the pooled stall ratio, for a target TPOT in seconds.
+    ``counts``: tokens of each chunk per request (analysis/tokens.py); default one each."""
     fl, stalled, streaming = [], 0.0, 0.0
-    for c in chunk_lists:
+    for r, c in enumerate(chunk_lists):
         c = np.asarray(c, dtype=np.float64)
         if c.size < 2:
             continue
-        fl.append(fluidity_index(np.diff(c), target_tpot))
-        s, w = stall_time(c, target_tpot)
+        k = counts[r] if counts is not None else None
+        tt = np.repeat(c, k) if k is not None else c
+        fl.append(fluidity_index(np.diff(tt), target_tpot))
+        s, w = stall_time(c, target_tpot, k)
         stalled += s
         streaming += w
     f = np.array(fl)

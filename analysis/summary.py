@@ -15,11 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from analysis.errors import error_table
 from analysis.histograms import PERCENTILES, describe_ms, percentile_word
 from analysis.jsonsafe import plain
 from analysis.load import Run
 from analysis.metrics import col, derive
 from analysis.selfcheck import interarrival_ks, rate_windows, verdict
+from analysis.sessions import first_turn_mask, session_summary
+from analysis.tokencheck import token_count_check
+from analysis.ttft_parts import summarize_components
 from loadgen.records import SCHEMA_VERSION
 
 VLLM_METRICS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2el": "e2e"}
@@ -61,6 +65,7 @@ def summarize(run: Run) -> dict[str, Any]:
         "ttft": describe_ms(d.ttft_sent),
         "tpot": describe_ms(d.tpot),
         "itl": describe_ms(d.itl),
+        "itl_per_token": describe_ms(d.itl_token),
         "e2e": describe_ms(d.e2e_sent),
     }
     lat_int = {"ttft": describe_ms(d.ttft_intended), "e2e": describe_ms(d.e2e_intended)}
@@ -79,7 +84,11 @@ def summarize(run: Run) -> dict[str, Any]:
         "input": dict(Counter(t.column("input_tokens_source").to_numpy(zero_copy_only=False)[d.ok].tolist())),
         "output": dict(Counter(t.column("output_tokens_source").to_numpy(zero_copy_only=False)[d.ok].tolist())),
     }
-    intended_span = float(t_int.max()) if len(t_int) else 0.0
+    first = first_turn_mask(t)  # the scheduled requests (follow-up turns are not)
+    # the workload's span (also right for a partial run, whose last records come early)
+    span_wl = wl.get("intended_duration_s")
+    intended_span = float(span_wl) if isinstance(span_wl, int | float) and span_wl > 0 else (
+        float(np.nanmax(t_int)) if len(t_int) else 0.0)
     sent_ok = t_sent[np.isfinite(t_sent)]
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -96,7 +105,9 @@ def summarize(run: Run) -> dict[str, Any]:
             "failed": n_failed,
             "by_status": by_status,
         },
-        "errors": {"by_status": {k: v for k, v in by_status.items() if k != "ok"}, "examples": examples},
+        "errors": {"by_status": {k: v for k, v in by_status.items() if k != "ok"}, "examples": examples,
+                   "by_cause": error_table(status.tolist(),
+                                           t.column("http_status").to_pylist(), errors.tolist())},
         "throughput": {
             "duration_s": duration,
             "request_throughput": n_ok / duration if duration > 0 else 0.0,
@@ -107,7 +118,10 @@ def summarize(run: Run) -> dict[str, Any]:
                 (sent_ok.size / (sent_ok.max() - 0.0)) if sent_ok.size and sent_ok.max() > 0 else None
             ),
         },
-        "tokens": {"input_total": in_total, "output_total": out_total, "sources": sources},
+        "tokens": {"input_total": in_total, "output_total": out_total, "sources": sources,
+                   "per_chunk": d.token_basis},
+        "ttft_decomposition": summarize_components(
+            t, streamed=cfg.get("client", {}).get("stream", True) is not False),
         "latency_ms": {
             "from_sent": {k: _strip_hdr(v) for k, v in lat_sent.items()},
             "from_intended": {k: _strip_hdr(v) for k, v in lat_int.items()},
@@ -117,11 +131,15 @@ def summarize(run: Run) -> dict[str, Any]:
             "send_lag_ms_by_worker": lag_by_worker,
             "workers": len(lag_by_worker),
             "slot_wait_ms": _strip_hdr(describe_ms(d.slot_wait)) if mc else None,
-            "interarrival_ks": interarrival_ks(t_int, t_sent) if not burst else None,
+            "interarrival_ks": interarrival_ks(t_int[first], t_sent[first]) if not burst
+            else None,
             "rate_windows": rate_windows(t_int, t_sent, 1.0),
             "event_loop_lag_ms": gen.get("event_loop_lag_ms"),
             "client_cpu": _cpu(gen, len(t), out_total),
         },
+        "sessions": session_summary(t),
+        "replay_fidelity": _replay_fidelity(wl, t_int[first], t_sent[first], burst),
+        "token_counts": token_count_check(t, d.ok, _expected_source(wl)),
         "histograms": {
             "from_sent": {k: v.get("hdr") for k, v in lat_sent.items()},
             "from_intended": {k: v.get("hdr") for k, v in lat_int.items()},
@@ -137,6 +155,31 @@ def send_lag_by_worker(t, d) -> dict[str, dict]:
     per worker that sent anything (a single-process run has one, worker "0")."""
     w = col(t, "worker", np.int64)[d.sent]
     return {str(k): _strip_hdr(describe_ms(d.send_lag[w == k])) for k in np.unique(w).tolist()}
+
+
+def _replay_fidelity(wl: dict, t_int: np.ndarray, t_sent: np.ndarray, burst: bool) -> dict | None:
+    """For a trace replay: realised vs the trace's inter-arrival gaps (first turns), after
+    the declared transforms (arrivals/fidelity.py); None for other workloads."""
+    if wl.get("kind") not in ("trace", "trace_sessions") or burst:
+        return None
+    from arrivals.fidelity import replay_fidelity
+
+    try:
+        out = replay_fidelity(t_int, t_sent)
+    except ValueError as e:
+        return {"note": str(e)}
+    tr = wl.get("trace") or {}
+    return {"reference": "the trace's request times after its declared transforms "
+                         "(first turns of sessions)", "trace": tr.get("source"),
+            "transforms": [x.get("op") for x in tr.get("transforms", [])], **out}
+
+
+def _expected_source(wl: dict) -> str | None:
+    """What counted the workload's expected input tokens (for the token-count check)."""
+    p = wl.get("prompts")
+    if isinstance(p, dict) and p.get("prompt_tokens_from"):
+        return f"synthetic prompts, exact by {p['prompt_tokens_from']}"
+    return wl.get("token_count") or "words (whitespace-word estimate)"
 
 
 def _cpu(gen: dict, n_requests: int, out_tokens: int) -> dict | None:

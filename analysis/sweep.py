@@ -31,8 +31,9 @@ import numpy as np
 import orjson
 from scipy import stats
 
-from analysis.load import Run, load_run
+from analysis.load import Run, has_records, load_run
 from analysis.metrics import col
+from loadgen.manifest import redact_argv
 
 DEFAULT_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0, 1.1)
 
@@ -182,7 +183,7 @@ def load_sweep(path: str | Path) -> Sweep:
     runs, rates = [], []
     for it in items:
         rd = p / it["run_dir"]
-        if not (rd / "requests.parquet").exists():
+        if not has_records(rd):
             continue
         runs.append(load_run(rd))
         rates.append(float(it["rate"]))
@@ -190,6 +191,11 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 # ---- running a sweep (side effects) ----------------------------------------------------------
+
+def _stop_if_interrupted(res: Any) -> None:
+    """A run cut short by Ctrl-C/SIGTERM (saved as partial) stops the whole sweep."""
+    if res.summary["validity"]["verdict"] == "PARTIAL":
+        raise KeyboardInterrupt
 
 def _write(path: Path, obj: Any) -> None:
     from loadgen.manifest import write_json_atomic
@@ -230,8 +236,13 @@ def requests_for(rate: float, ns: argparse.Namespace) -> int:
     return max(20, int(round(rate * ns.duration_per_rate)))
 
 
-def run_sweep(ns: argparse.Namespace, argv: list[str], log=print) -> tuple[Path, dict[str, Any]]:
-    """Run the sweep the flags describe; return its directory and sweep.json's content."""
+def run_sweep(ns: argparse.Namespace, argv: list[str], log=print,
+              extra_manifest: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Run the sweep the flags describe; return its directory and sweep.json's content.
+
+    ``extra_manifest`` is merged into every run's manifest (the experiment matrix records the
+    cell and the launched server there). A run interrupted by SIGINT/SIGTERM (a partial run)
+    ends the sweep: it raises KeyboardInterrupt after recording that run."""
     from loadgen.flags import UsageError
 
     if ns.plan:
@@ -247,7 +258,7 @@ def run_sweep(ns: argparse.Namespace, argv: list[str], log=print) -> tuple[Path,
     meta: dict[str, Any] = {
         "kind": "llm-loadgen sweep",
         "created_utc": datetime.now(UTC).isoformat(),
-        "command": argv,
+        "command": redact_argv(argv),  # no --api-key or auth header values on disk
         "status": "running",
         "config": {
             "base_url": ns.base_url or f"http://{ns.host}:{ns.port}",
@@ -265,12 +276,13 @@ def run_sweep(ns: argparse.Namespace, argv: list[str], log=print) -> tuple[Path,
         "stopped": {"early": False, "at_rate": None, "reasons": []},
     }
     _write(root / "sweep.json", meta)
-    extra = {"sweep": {"dir": str(root)}}
+    extra = {"sweep": {"dir": str(root)}, **(extra_manifest or {})}
     try:
         if rates is None:
             pr = float(ns.probe_rate) if ns.probe_rate else math.inf
             log(f"sweep: saturation probe, {ns.probe_requests} requests at rate {pr:g}")
             res = _one_run(ns, pr, ns.probe_requests, root, "probe", argv, ns.quiet, extra)
+            _stop_if_interrupted(res)
             run = load_run(res.run_dir)
             ok = run.requests.column("status").to_numpy(zero_copy_only=False) == "ok"
             sat = saturation_throughput(col(run.requests, "t_done")[ok])
@@ -296,6 +308,9 @@ def run_sweep(ns: argparse.Namespace, argv: list[str], log=print) -> tuple[Path,
                 "request_throughput": s["throughput"]["request_throughput"], "check": check,
             })
             _write(root / "sweep.json", meta)
+            if s["validity"]["verdict"] == "PARTIAL":  # Ctrl-C / SIGTERM during that run
+                m = orjson.loads((res.run_dir / "manifest.json").read_bytes())
+                raise KeyboardInterrupt(m.get("interrupted_by") or "SIGINT")
             if check["saturated"]:
                 log(f"sweep: rate {rate:g} saturated: {'; '.join(check['reasons'])}")
                 if not ns.no_stop and i < len(rates) - 1:

@@ -27,8 +27,15 @@ def render_summary(s: dict[str, Any]) -> str:
         f"requests: {c['intended']} intended, {c['sent']} sent, {c['ok']} ok, {c['failed']} failed"
         + (f" ({', '.join(f'{k}={n}' for k, n in s['errors']['by_status'].items())})" if c["failed"] else "")
     )
-    for st, ex in s["errors"]["examples"].items():
-        lines.append(f"  e.g. {st}: {str(ex)[:160]}")
+    by_cause = s["errors"].get("by_cause")
+    if by_cause:
+        lines.append(f"  {'errors: status':<20} {'cause':<26} {'count':>6}  example")
+        for row in by_cause:
+            lines.append(f"  {row['status']:<20} {row['cause'][:26]:<26} {row['count']:>6}  "
+                         f"{str(row['example'])[:90]}")
+    else:
+        for st, ex in s["errors"]["examples"].items():
+            lines.append(f"  e.g. {st}: {str(ex)[:160]}")
     lines.append(
         f"throughput: {_f(tp['request_throughput'])} req/s, {_f(tp['output_token_throughput'], 1)} "
         f"output tok/s over {_f(tp['duration_s'])} s (intended rate {_f(tp['intended_rate'])}, "
@@ -46,6 +53,10 @@ def render_summary(s: dict[str, Any]) -> str:
         ("ITL (per chunk)", s["latency_ms"]["from_sent"]["itl"]),
         ("send lag (generator)", s["self_check"]["send_lag_ms"]),
     ]
+    per_chunk = s["tokens"].get("per_chunk") or {}
+    if per_chunk.get("server") or per_chunk.get("estimated"):  # chunks of several tokens
+        label = "ITL (per token, est.)" if per_chunk.get("estimated") else "ITL (per token)"
+        rows.insert(6, (label, s["latency_ms"]["from_sent"]["itl_per_token"]))
     if s["self_check"].get("slot_wait_ms"):
         rows.append(("slot wait (closed loop)", s["self_check"]["slot_wait_ms"]))
     for name, d in rows:
@@ -69,4 +80,30 @@ def render_summary(s: dict[str, Any]) -> str:
             f"{w}: {_f(v.get('p99'), 3)}" for w, v in by_w.items()))
     tok = s["tokens"]["sources"]
     lines.append(f"token counts from: input {tok['input']}, output {tok['output']}")
+    tc = s.get("token_counts") or {}
+    for m in tc.get("mismatches", []):
+        lines.append(f"  ! token counts disagree: {m}")
+    ss = s.get("sessions")
+    if ss:
+        ti, tr = ss.get("think_ms_intended") or {}, ss.get("think_ms_realised") or {}
+        lines.append(
+            f"sessions: {ss['sessions']} ({ss['follow_up_turns_recorded']} follow-up turns); "
+            f"think time intended p50 {_f(ti.get('p50'), 1)} ms, realised p50 "
+            f"{_f(tr.get('p50'), 1)} ms")
+    rf = s.get("replay_fidelity")
+    if rf and rf.get("ks_stat") is not None:
+        lines.append(
+            f"replay fidelity: inter-arrival KS D={rf['ks_stat']:.3f} p={rf['ks_pvalue']:.3g}, "
+            f"CV trace {_f(rf['cv_intended'])} vs sent {_f(rf['cv_sent'])}")
+    if per_chunk.get("note"):
+        lines.append(f"note: {per_chunk['note']}")
+    td = s.get("ttft_decomposition") or {}
+    if td.get("available"):
+        c = td["components_ms"]
+        lines.append(
+            f"TTFT from intended, mean {_f(td['ttft_intended_ms']['mean'])} ms = generator lag "
+            f"{_f(c['generator_lag']['mean'])} + server queue {_f(c['server_queue']['mean'])} + "
+            f"prefill {_f(c['server_prefill']['mean'])} + transport/other "
+            f"{_f(c['transport_other']['mean'])} ms (server-reported timings, "
+            f"{td['n_requests']} requests)")
     return "\n".join(lines)

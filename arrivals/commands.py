@@ -1,6 +1,7 @@
 """``loadgen workload fit``: fit a trace's arrivals and lengths and save the model (JSON).
 
     loadgen workload fit BurstGPT_1.csv --trace-format burstgpt --output model.json
+    loadgen workload fit AzureLLMInferenceTrace_conv.csv --trace-format azure --plot fit.png
     loadgen plan --from-fit model.json --request-rate 5 --length-scale 0.5 -o w.jsonl
 
 Registered through ``loadgen.cli.COMMAND_MODULES`` (``register(subparsers)``).
@@ -33,6 +34,9 @@ def register(subparsers) -> None:
                    help="write the fitted model here (JSON)")
     f.add_argument("--json", action="store_true", help="print the model JSON, not the table")
     f.add_argument("--seed", type=int, default=0, help="seed of the real-vs-fitted comparison")
+    f.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="draw the trace's real vs fitted inter-arrival and length "
+                   "distributions (needs matplotlib: the report extra)")
     f.set_defaults(handler=cmd_fit)
 
 
@@ -59,4 +63,17 @@ def cmd_fit(ns: argparse.Namespace) -> int:
     if ns.output:
         model.save(ns.output)
         print(f"wrote the fitted model to {ns.output}", file=sys.stderr)
+    if ns.plot:
+        try:
+            from arrivals.fit_plot import plot_fit
+
+            png = plot_fit(tr, model, seed=ns.seed)
+        except ImportError as e:
+            print(f"loadgen workload fit: --plot needs matplotlib "
+                  f"(pip install 'llm-loadgen[report]'): {e}", file=sys.stderr)
+            return 1
+        from pathlib import Path
+
+        Path(ns.plot).write_bytes(png)
+        print(f"wrote the real-vs-fitted plot to {ns.plot}", file=sys.stderr)
     return 0

@@ -61,7 +61,10 @@ def gamma_schedule(
     if not (math.isfinite(burstiness) and burstiness > 0):
         raise ValueError(f"burstiness (gamma shape k) must be a finite number > 0, got {burstiness!r}")
     rng = np.random.default_rng(seed)
-    theta = 1.0 / (burstiness * rate)
+    theta = (1.0 / burstiness) / rate  # not 1/(k*rate): k*rate can underflow to 0
+    if not (math.isfinite(theta) and theta > 0):
+        raise ValueError(f"burstiness {burstiness!r} with rate {rate!r} gives a gap scale of "
+                         f"{theta!r} s, which is not usable; choose values nearer 1")
     return _times(rng.gamma(burstiness, theta, size=n), start_at_zero)
 
 

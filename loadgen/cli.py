@@ -17,11 +17,18 @@ import os
 import sys
 from pathlib import Path
 
-from loadgen.clients.openai import BACKEND_ENDPOINTS, ENDPOINTS, ClientConfig
+from loadgen.clients.openai import (
+    BACKEND_ENDPOINTS,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    ENDPOINTS,
+    ClientConfig,
+)
 from loadgen.flags import (
     UsageError,
     _header,
     _json_obj,
+    _non_negative_int,
+    _port,
     _positive_float,
     _positive_int,
     _workers,
@@ -32,9 +39,13 @@ from loadgen.workload_flags import add_workload_arguments, build_workload
 COMMAND_MODULES: tuple[str, ...] = ("analysis.report_commands", "analysis.commands",
                                     "loadgen.telemetry.commands",
                                     "arrivals.commands",
-                                    "servers.models.commands")
+                                    "servers.models.commands",
+                                    "servers.faultproxy.cli",
+                                    "loadgen.matrix.commands",
+                                    "analysis.catalog_commands")
 # Modules that add runtimes under `loadgen serve` (servers issue). One line each.
-SERVE_MODULES: tuple[str, ...] = ("servers.llamacpp.cli", "servers.pytorch.cli")
+SERVE_MODULES: tuple[str, ...] = ("servers.llamacpp.cli", "servers.pytorch.cli", "servers.vllm.cli",
+                                  "servers.triton.cli")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +53,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base-url", help="server URL without /v1, e.g. http://127.0.0.1:8000 "
                    "(default: http://HOST:PORT from --host/--port)")
     g.add_argument("--host", default="127.0.0.1", help="server host when --base-url is not given")
-    g.add_argument("--port", type=int, default=8000, help="server port when --base-url is not given")
+    g.add_argument("--port", type=_port, default=8000, help="server port when --base-url is not given")
     g.add_argument("--endpoint", default=None, help="API path: /v1/completions (default) or "
                    "/v1/chat/completions")
     g.add_argument("--backend", default=None, choices=sorted(BACKEND_ENDPOINTS),
@@ -61,6 +72,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-usage", dest="include_usage", action="store_false",
                    help="do not send stream_options.include_usage (for servers that reject it); "
                    "output tokens are then counted as streamed chunks")
+    g.add_argument("--continuous-usage-stats", dest="continuous_usage", action="store_true",
+                   help="send stream_options.continuous_usage_stats (vLLM, the sim): usage in "
+                   "every chunk, so chunks carrying several tokens are counted exactly "
+                   "(records' chunk_tokens); llama-server: --extra-body "
+                   "'{\"timings_per_token\": true}' does the same")
     g.add_argument("--ignore-eos", action="store_true", help="force exactly the requested output "
                    "length: sends ignore_eos=true and min_tokens=max_tokens (vLLM, and others)")
     g.add_argument("--extra-body", type=_json_obj, default={}, metavar="JSON",
@@ -68,8 +84,22 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timeout", "--request-timeout", dest="timeout", type=_positive_float("--timeout"),
                    default=600.0, help="per-request timeout in seconds (default 600); "
                    "requests that exceed it are recorded as 'timeout'")
+    g.add_argument("--max-response-bytes", type=_positive_int("--max-response-bytes"),
+                   default=DEFAULT_MAX_RESPONSE_BYTES, metavar="N",
+                   help="cut off a response body larger than N bytes and record it as "
+                   "invalid_response (default 256 MiB), so a runaway stream cannot exhaust memory")
+    g.add_argument("--insecure", "--no-verify-tls", dest="verify_tls", action="store_false",
+                   help="do not verify the HTTPS server's certificate (self-signed test servers "
+                   "only; by default certificates are verified)")
+    g.add_argument("--count-tokens-with-server", action="store_true",
+                   help="before t0, count every distinct prompt with the server's POST "
+                   "/tokenize (vLLM, llama-server, the sim) into the records' "
+                   "input_tokens_tokenize; the summary flags counts that disagree")
     g.add_argument("--skip-preflight", action="store_true",
                    help="do not check /v1/models and send a test request before the run")
+    from loadgen.clients.select import add_client_arguments
+
+    add_client_arguments(g)  # --client openai|triton-grpc|triton-http|kserve|http
 
     add_workload_arguments(p.add_argument_group("workload"))
 
@@ -77,7 +107,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--max-concurrency", type=_positive_int("--max-concurrency"), default=None,
                    help="CLOSED LOOP: at most N requests in flight; a due request waits for a "
                    "slot (recorded as slot_wait, and latency from t_intended includes it)")
-    e.add_argument("--max-connections", type=int, default=0,
+    e.add_argument("--max-connections", type=_non_negative_int("--max-connections"), default=0,
                    help="cap on simultaneous TCP connections (default 0: no cap)")
     e.add_argument("--max-send-lag-ms", type=_positive_float("--max-send-lag-ms"), default=5.0,
                    help="the run is INVALID if the generator's send lag p99 exceeds this (default 5)")
@@ -123,7 +153,8 @@ def client_config(ns: argparse.Namespace) -> ClientConfig:
         base_url=base, model=ns.model, endpoint=endpoint, stream=ns.stream,
         include_usage=ns.include_usage, ignore_eos=ns.ignore_eos, api_key=ns.api_key,
         headers=dict(ns.header), timeout_s=ns.timeout, extra_body=ns.extra_body,
-        served_model_name=ns.served_model_name,
+        served_model_name=ns.served_model_name, max_response_bytes=ns.max_response_bytes,
+        verify_tls=ns.verify_tls, continuous_usage=getattr(ns, "continuous_usage", False),
     )
 
 
@@ -140,19 +171,22 @@ def cmd_plan(ns: argparse.Namespace) -> int:
             raise
         print(f"loadgen plan: {e}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"wrote {len(wl)} requests over {wl.duration:.3f} s to {path}", file=sys.stderr)
+    sess = f" ({wl.sessions.n_sessions} sessions, starts)" if wl.sessions is not None else ""
+    print(f"wrote {len(wl)} requests over {wl.duration:.3f} s{sess} to {path}", file=sys.stderr)
     return 0
 
 
 def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
     import orjson
 
+    from loadgen.clients.select import make_client
     from loadgen.engine import EngineOptions
     from loadgen.preflight import PreflightError
-    from loadgen.run import EXIT_ERROR, RunSpec, execute
+    from loadgen.result_dir import ResultDirError
+    from loadgen.run import EXIT_ERROR, RunSpec, RunWriteError, execute
     from loadgen.workers import WorkerError
 
-    cfg = client_config(ns)
+    cfg = make_client(ns, client_config)  # the OpenAI ClientConfig unless --client says
     try:
         wl = build_workload(ns)
     except (OSError, ValueError) as e:  # TraceFormatError and PlanError are ValueErrors
@@ -178,7 +212,10 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
         result_dir=Path(ns.result_dir), run_name=ns.run_name, max_send_lag_ms=ns.max_send_lag_ms,
         keep_chunk_times=ns.keep_chunk_times, do_preflight=not ns.skip_preflight,
         progress=ns.progress, argv=["loadgen", *argv],
+        count_tokens_with_server=ns.count_tokens_with_server,
     )
+    if not ns.verify_tls and cfg.base_url.startswith("https://"):
+        print("warning: --insecure: the server's TLS certificate is not verified", file=sys.stderr)
     if ns.max_concurrency:
         print(f"note: --max-concurrency {ns.max_concurrency} makes this a CLOSED-LOOP run: "
               "requests wait for a free slot; that wait is recorded as slot_wait", file=sys.stderr)
@@ -191,7 +228,7 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
         print(f"loadgen run: run directory {e.filename} already exists; choose another --run-name",
               file=sys.stderr)
         return EXIT_ERROR
-    except WorkerError as e:
+    except (ResultDirError, RunWriteError, WorkerError) as e:
         print(f"loadgen run: {e}", file=sys.stderr)
         return EXIT_ERROR
     if ns.result_filename:
@@ -278,10 +315,25 @@ def cmd_serve_sim(ns: argparse.Namespace) -> int:
     return run(cfg) or 0
 
 
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``loadgen serve RUNTIME ... -- ARGS``: ARGS are for the server, verbatim (argparse
+    cannot take them after a positional MODEL itself). None when there is no ``--``."""
+    if argv[:1] != ["serve"] or "--" not in argv:
+        return argv, None
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    argv, passthrough = split_passthrough(argv)
     ns = parser.parse_args(argv)
+    if passthrough is not None:
+        if not hasattr(ns, "passthrough"):
+            parser.exit(2, f"loadgen {' '.join(argv[:2])}: error: this runtime takes no "
+                        "arguments after `--`\n")
+        ns.passthrough = passthrough
     try:
         if ns.command == "run":
             return cmd_run(ns, argv)

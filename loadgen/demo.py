@@ -8,6 +8,7 @@ model (servers/sim/model.py) saturates at roughly 20 requests/s for this workloa
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +51,20 @@ def sweep_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _sigterm_exits(signum: int, frame: object) -> None:
+    raise SystemExit(143)  # unwinds the ``with`` below, which stops the server
+
+
 def demo(ns: argparse.Namespace) -> int:
+    """Run the demo; Ctrl-C or SIGTERM stops it (the partial run is saved, the server stopped)."""
+    previous = signal.signal(signal.SIGTERM, _sigterm_exits)
+    try:
+        return _demo(ns)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _demo(ns: argparse.Namespace) -> int:
     rates = parse_rates(ns.rates)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     root = Path(ns.result_dir) / f"demo-{stamp}"
@@ -74,6 +88,10 @@ def demo(ns: argparse.Namespace) -> int:
                 res = execute(spec)
                 print(render_summary(res.summary), file=sys.stderr)
                 rows.append({"rate": rate, "summary": res.summary, "exit": res.exit_code})
+                if res.summary["validity"]["verdict"] == "PARTIAL":  # Ctrl-C/SIGTERM: stop here
+                    print(f"loadgen demo: interrupted; partial run saved in {res.run_dir}",
+                          file=sys.stderr)
+                    return res.exit_code
     except ServerStartError as e:
         print(f"loadgen demo: {e}", file=sys.stderr)
         return EXIT_ERROR

@@ -5,6 +5,10 @@ earlier requests have finished; it never waits for the server before sending (op
 ``max_concurrency`` set, each task first waits for one of N slots (closed loop, clearly
 labelled); that wait is recorded as ``slot_wait`` and never hidden.
 
+With multi-turn sessions (``workload.sessions``) only first turns follow the schedule; each
+later turn is started a think time after the previous turn of its session ends, with that
+time as its ``t_intended`` (loadgen/sessions.py says what happens on failure and Ctrl-C).
+
 Alongside the requests the engine measures itself: event-loop lag (how late a 10 ms timer
 fires), process CPU time, and a per-second time series of intended/sent/done/in-flight.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +30,7 @@ from loadgen.clients.base import Client, as_client
 from loadgen.clients.pool import make_session  # noqa: F401  (re-exported: older imports)
 from loadgen.pacer import releases
 from loadgen.records import Record, RecordWriter
+from loadgen.sessions import TurnChain, wait_until
 
 LOOP_PROBE_S = 0.010
 
@@ -81,6 +87,7 @@ async def run_engine(
     opts: EngineOptions = EngineOptions(),
     *,
     bodies: Sequence[Any] | None = None,
+    input_tokens_tokenize: Sequence[int | None] | None = None,
     on_progress: Callable[[EngineResult, float], None] | None = None,
     start_delay_s: float = 0.05,
     t0: float | None = None,
@@ -93,6 +100,8 @@ async def run_engine(
 
     Cancelling this coroutine (Ctrl-C) cancels the in-flight requests, records them as
     ``cancelled`` and returns with ``interrupted=True``; requests not yet due are not sent.
+    ``input_tokens_tokenize`` (one per request, from the server's tokenize endpoint before
+    t0) is copied into the records.
     """
     loop = asyncio.get_running_loop()
     clock = time.perf_counter
@@ -100,6 +109,13 @@ async def run_engine(
     bodies = bodies if bodies is not None else client.prepare(workload)
     t_int = np.ascontiguousarray(workload.t_intended, dtype=np.float64)
     t_int_list = t_int.tolist()
+    chain = TurnChain(workload.sessions) if workload.sessions is not None else None
+    if chain is not None:
+        paced_idx, t_paced = TurnChain.first_turns(workload.sessions, t_int)
+        paced = paced_idx.tolist()
+    else:
+        paced, t_paced = None, t_int
+    tok_counts = input_tokens_tokenize
     exp_in = workload.input_tokens.tolist()
     exp_out = workload.output_tokens.tolist()
     item_ids = workload.item_ids
@@ -107,25 +123,31 @@ async def run_engine(
     sem = asyncio.Semaphore(opts.max_concurrency) if opts.max_concurrency else None
     c = Counters()
     tasks: set[asyncio.Task] = set()
-    lags: list[float] = []
+    lags = array("d")  # 8 bytes a probe (100 a second), not a 32-byte float object
     ts_rows: list[tuple] = []
 
     async with client.connect(opts) as send:
         now = clock()
         t0 = now + start_delay_s if t0 is None else t0
-        res = EngineResult(t0=t0, t0_unix=time.time() + (t0 - now), counters=c)
+        # res.timeseries grows during the run (on_progress callers may stream it to disk)
+        res = EngineResult(t0=t0, t0_unix=time.time() + (t0 - now), counters=c,
+                           timeseries=ts_rows)
         cpu0 = _cpu()
 
-        async def one(k: int) -> None:
+        async def one(k: int, t_intended: float) -> None:
             rec = Record(
                 request_id=k,
                 worker=opts.worker,
-                t_intended=t_int_list[k],
+                t_intended=t_intended,
                 expected_input_tokens=exp_in[k],
                 expected_output_tokens=exp_out[k],
                 dataset=dataset,
                 item_id=item_ids[k] if item_ids is not None else None,
             )
+            if tok_counts is not None:
+                rec.input_tokens_tokenize = tok_counts[k]
+            if chain is not None:
+                rec.session_id, rec.turn = chain.session_id[k], chain.turn[k]
             c.started += 1
             c.in_flight += 1
             try:
@@ -152,6 +174,18 @@ async def run_engine(
                 if rec.status != "ok":
                     c.failed += 1
                 writer.add(rec)
+                if chain is not None and rec.status != "cancelled":
+                    nxt = chain.after(k, rec.t_done, clock() - t0)
+                    if nxt is not None:
+                        task = loop.create_task(follow_up(*nxt))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+
+        async def follow_up(k: int, t_intended: float) -> None:
+            """Turn k of a session: due a think time after its previous turn ended."""
+            await wait_until(t0 + t_intended, clock, opts.spin_s)
+            chain.due += 1
+            await one(k, t_intended)
 
         async def probe_loop() -> None:
             while True:
@@ -168,7 +202,9 @@ async def run_engine(
                 cpu = _cpu()
                 window = lags[last_lag_i:]
                 last_lag_i = len(lags)
-                intended = int(np.searchsorted(t_int, now, side="right"))
+                intended = int(np.searchsorted(t_paced, now, side="right"))
+                if chain is not None:
+                    intended += chain.due
                 ts_rows.append((now, intended, c.started, c.sent, c.done, c.failed, c.in_flight,
                                 max(window) * 1e3 if window else float("nan"), cpu - last_cpu))
                 last_cpu = cpu
@@ -180,15 +216,18 @@ async def run_engine(
         create_task = loop.create_task
         discard = tasks.discard
         try:
-            async for i, j in releases(t_int, t0, clock=clock, spin_s=opts.spin_s):
-                for k in range(i, j):
-                    task = create_task(one(k))
+            async for i, j in releases(t_paced, t0, clock=clock, spin_s=opts.spin_s):
+                for m in range(i, j):
+                    k = m if paced is None else paced[m]
+                    task = create_task(one(k, t_int_list[k]))
                     tasks.add(task)
                     task.add_done_callback(discard)
             while tasks:
                 await asyncio.wait(set(tasks))
         except asyncio.CancelledError:
             res.interrupted = True
+            if chain is not None:
+                chain.stopped = True
             for task in list(tasks):
                 task.cancel()
             if tasks:

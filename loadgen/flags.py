@@ -22,6 +22,28 @@ def _positive_int(flag: str):
     return parse
 
 
+def _non_negative_int(flag: str):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number, got {s!r}") from None
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be >= 0, got {v}")
+        return v
+    return parse
+
+
+def _port(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--port must be a whole number, got {s!r}") from None
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"--port must be in 1..65535, got {v}")
+    return v
+
+
 def _positive_float(flag: str, allow_inf: bool = False):
     def parse(s: str) -> float:
         try:

@@ -144,6 +144,26 @@ def tool_info() -> dict[str, Any]:
     return {"name": "llm-loadgen", "version": loadgen.__version__, "git": git_commit()}
 
 
+def update_json_locked(path: Path, update: Any) -> Any:
+    """Read-modify-write of a JSON file, holding an exclusive ``flock`` on its folder.
+
+    ``update(current) -> new | None`` (None: leave the file alone). Two processes that recover
+    parts of a dead run at the same moment (``load_run`` and the telemetry process) then never
+    lose each other's change to the manifest.
+    """
+    import fcntl
+
+    fd = os.open(Path(path).parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        new = update(orjson.loads(Path(path).read_bytes()))
+        if new is not None:
+            write_json_atomic(Path(path), new)
+        return new
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY

@@ -2,8 +2,9 @@
 
 - records: every worker's Parquet file (written by its own RecordWriter, with global request
   ids) is read back through pyarrow and written as one requests.parquet, sorted by
-  request_id; a file that cannot be read (a worker killed before closing it) is named in the
-  manifest, never silently dropped;
+  request_id; a worker killed before closing its writer left its crash-safe stream, whose
+  complete batches are salvaged (loadgen/stream_table.py); a file that cannot be read at
+  all is named in the manifest, never silently dropped;
 - time series: row k of each worker is its k-th once-a-second sample; the run's row k sums the
   counts (cumulative counters, in-flight, CPU) and takes the largest loop lag; a worker that
   finished earlier contributes its last cumulative counts and nothing in flight;
@@ -23,25 +24,32 @@ import pyarrow.parquet as pq
 from analysis.histograms import combine_described
 from loadgen.engine import TIMESERIES_COLUMNS
 from loadgen.records import SCHEMA
+from loadgen.stream_table import salvage, segments
 
 CUMULATIVE = ("intended", "started", "sent", "done", "failed")
 
 
-def merge_records(paths: list[Path], out: Path) -> tuple[int, dict[str, str]]:
+def merge_records(paths: list[Path], out: Path) -> tuple[int, dict[str, str], dict[str, int]]:
     """Write the records of ``paths`` as one file ``out`` sorted by request_id; return the
-    number of rows and {path: why it could not be read}."""
-    tables, unreadable = [], {}
+    number of rows, {path: why it could not be read} and {path: rows salvaged from the
+    crash-safe stream of a worker that did not close its writer (loadgen/stream_table.py)}."""
+    tables, unreadable, salvaged = [], {}, {}
     for p in paths:
         try:
-            tables.append(pq.read_table(p, schema=SCHEMA))
-        except (pa.ArrowInvalid, OSError) as e:
+            if p.exists():
+                tables.append(pq.read_table(p, schema=SCHEMA))
+            elif segments(p):
+                got = salvage(p, SCHEMA)
+                tables.append(got.table)
+                salvaged[str(p)] = got.table.num_rows
+        except (pa.ArrowInvalid, OSError, ValueError) as e:
             unreadable[str(p)] = f"{type(e).__name__}: {e}"
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
     table = table.sort_by("request_id")
     tmp = out.with_name(out.name + ".tmp")
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, out)
-    return table.num_rows, unreadable
+    return table.num_rows, unreadable, salvaged
 
 
 def merge_timeseries(per_worker: list[list[tuple]]) -> list[tuple]:
@@ -106,6 +114,7 @@ def generator_section(reports: list[dict[str, Any]], t0: float, n_recorded: int)
         "event_loop_lag_ms": {**_strip(lag), "probe_interval_ms": 10.0},
         "requests_started": sum(r["counters"]["started"] for r in reports),
         "requests_recorded": n_recorded,
+        "requests_lost": sum(r.get("lost", 0) for r in reports),
         "workers": per,
         "histograms": hist,
     }

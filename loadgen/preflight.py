@@ -34,10 +34,16 @@ async def preflight(cfg: ClientConfig, *, timeout_s: float = 30.0) -> dict[str, 
     info: dict[str, Any] = {"base_url": cfg.base_url}
     headers = {k: v for k, v in cfg.request_headers().items() if k != "Content-Type"}
     to = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=to, trust_env=False) as session:
+    connector = aiohttp.TCPConnector(ssl=bool(cfg.verify_tls))
+    async with aiohttp.ClientSession(timeout=to, trust_env=False, connector=connector) as session:
         models_url = cfg.base_url.rstrip("/") + "/v1/models"
         try:
             status, body = await _get_json(session, models_url, headers)
+        except aiohttp.ClientConnectorCertificateError as e:
+            raise PreflightError(
+                f"{cfg.base_url}: the server's TLS certificate is not trusted ({e.certificate_error}); "
+                "fix the certificate, or pass --insecure to skip verification (not for real "
+                "credentials)") from e
         except aiohttp.ClientConnectorError as e:
             raise PreflightError(
                 f"cannot connect to {cfg.base_url} ({e.os_error.strerror if e.os_error else e}); "

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from loadgen.stream_table import StreamTableWriter
 
 SCHEMA_VERSION = "1.1"
 
@@ -119,12 +120,19 @@ def rows_to_table(rows: Iterable[tuple]) -> pa.Table:
 
 
 class RecordWriter:
-    """Streams records to a Parquet file, one row group per flush, off the event loop.
+    """Streams records to disk during the run, off the event loop; ``requests.parquet`` at close.
 
     ``add`` is cheap (appends a tuple). ``flush`` hands the pending rows to a single background
-    thread that converts and writes them, so the event loop never waits on disk or on Arrow.
-    ``close`` writes what is left and the Parquet footer; until then the file is incomplete,
-    so the run's manifest says whether the run finished (see engine).
+    thread that converts them to one Arrow record batch and appends it to the crash-safe
+    stream ``requests.arrows`` (loadgen/stream_table.py), so the event loop never waits on disk
+    or on Arrow. ``close`` writes what is left and converts the stream to ``path`` (Parquet).
+    A generator killed before ``close`` leaves the stream, readable up to its last flush;
+    ``analysis.load.load_run`` recovers it.
+
+    A failed write (disk full) is kept in ``error`` (the stream stays readable up to the last
+    complete batch); rows that could not be written are retried at the next flush and at
+    close, and those still unwritten then are counted in ``n_lost``. The run stops on the
+    first write error (loadgen/run.py): load whose records cannot be kept is not sent.
     """
 
     def __init__(self, path: Path, flush_rows: int = 2000, keep_chunk_times: bool = True) -> None:
@@ -132,11 +140,15 @@ class RecordWriter:
         self.flush_rows = flush_rows
         self.keep_chunk_times = keep_chunk_times
         self._pending: list[tuple] = []
+        self._stream = StreamTableWriter(self.path, SCHEMA)  # raises at once if unwritable
+        self.stream_path = self._stream.stream_path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="records")
-        self._writer = pq.ParquetWriter(self.path, SCHEMA, compression="zstd")
         self._futures: list[Future] = []
         self._lock = threading.Lock()
+        self._unwritten: list[tuple] = []  # rows of failed writes, retried (records thread)
+        self.error: OSError | None = None
         self.n_written = 0
+        self.n_lost = 0
         self.closed = False
 
     def add(self, rec: Record) -> None:
@@ -155,17 +167,41 @@ class RecordWriter:
         self._futures.append(self._pool.submit(self._write, rows))
 
     def _write(self, rows: list[tuple]) -> None:
-        table = rows_to_table(rows)
         with self._lock:
-            self._writer.write_table(table)
+            if self._unwritten:
+                rows, self._unwritten = self._unwritten + rows, []
+            try:
+                self._stream.append(rows_to_table(rows))
+            except OSError as e:
+                self._unwritten = rows
+                if self.error is None:
+                    self.error = e
+                return
             self.n_written += len(rows)
 
+    def submit(self, fn, *args) -> Future:
+        """Run ``fn(*args)`` on the records thread (other in-run files, e.g. the time series)."""
+        return self._pool.submit(fn, *args)
+
+    @property
+    def failed(self) -> bool:
+        """Has a write failed (the run should stop)?"""
+        return self.error is not None
+
     def close(self) -> None:
+        """Write what is left, then convert the stream to ``path``.
+
+        Raises the ``OSError`` of a failed conversion (disk full); the stream is then kept,
+        intact, and ``load_run`` converts it later.
+        """
         if self.closed:
             return
         self.flush()
+        self.closed = True
         self._pool.shutdown(wait=True)
         for f in self._futures:
-            f.result()  # re-raise a write error here rather than losing it
-        self._writer.close()
-        self.closed = True
+            f.result()  # re-raise an unexpected error here rather than losing it
+        if self._unwritten:
+            self._write([])  # one last try (space may have been freed)
+            self.n_lost = len(self._unwritten)
+        self._stream.close(convert=True)

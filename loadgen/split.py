@@ -73,15 +73,18 @@ def split_indices(n: int, workers: int, session_ids: Sequence[Any] | np.ndarray 
 def subset_workload(wl: Workload, idx: np.ndarray) -> Workload:
     """The requests ``idx`` of ``wl`` (same times, same order), for one worker.
 
-    Every per-request field (a list or array with one entry per request, including optional
-    ones such as session arrays) is indexed; other fields (dataset, description) are kept.
+    Every per-request field (a list or array with one entry per request) is indexed; the
+    session structure is taken with ``Sessions.take`` (whole sessions: its ``next_turn``
+    indices are renumbered for the share); other fields (dataset, description) are kept.
     """
     n = len(wl)
     idx = np.asarray(idx, dtype=np.int64)
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(wl):
         v = getattr(wl, f.name)
-        if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n:
+        if f.name == "sessions":
+            changes[f.name] = None if v is None else v.take(idx)
+        elif isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n:
             changes[f.name] = v[idx]
         elif isinstance(v, list) and len(v) == n:
             changes[f.name] = [v[i] for i in idx.tolist()]
@@ -89,10 +92,7 @@ def subset_workload(wl: Workload, idx: np.ndarray) -> Workload:
 
 
 def session_ids_of(wl: Workload) -> Sequence[Any] | None:
-    """The workload's per-request session ids, if it has any (``session_ids`` or
-    ``session_id`` field, as the multi-turn workloads define them)."""
-    for name in ("session_ids", "session_id"):
-        v = getattr(wl, name, None)
-        if v is not None and len(v) == len(wl):
-            return v
-    return None
+    """The workload's per-request session ids (``Workload.sessions.session_id``), or None
+    for a workload of single requests."""
+    ss = getattr(wl, "sessions", None)
+    return None if ss is None else ss.session_id

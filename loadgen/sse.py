@@ -9,10 +9,20 @@ SSE framing (https://html.spec.whatwg.org/multipage/server-sent-events.html): ev
 separated by a blank line; each ``data:`` line adds to the event's data; lines starting with
 ``:`` are comments; other fields (``event:``, ``id:``, ``retry:``) are ignored here.
 OpenAI streams end with ``data: [DONE]``.
+
+Two things servers add beyond OpenAI's format are kept too (still after the stream ended):
+- per-request server timings: ``server_timings`` or the sim's ``sim_timings``
+  ({queue_s, prefill_s, decode_s}), or llama-server's ``timings`` (prompt_ms, predicted_ms,
+  ...), from the last event that carries them;
+- per-event token counts, where the server reports them: a cumulative count of generated
+  tokens in each event (``usage.completion_tokens`` with vLLM's/the sim's
+  ``stream_options.continuous_usage_stats``, or llama-server's ``timings.predicted_n`` with
+  ``timings_per_token``), or the per-token ``logprobs`` list of the event.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import orjson
@@ -26,6 +36,30 @@ class StreamResult:
     done: bool = False  # saw data: [DONE]
     error: str | None = None  # malformed data or an error event; the stream is invalid
     n_events: int = 0
+    timings: dict | None = None  # the server's per-request timings (see module docstring)
+    timings_kind: str | None = None  # "server_timings" | "sim_timings" | "timings" (llama.cpp)
+    # per token event: tokens it carried (logprobs) or the cumulative count after it; None
+    # where the event said nothing (then no per-chunk counts are derived, see chunk_tokens)
+    event_counts: list[tuple[str, int] | None] = field(default_factory=list)
+
+    def chunk_tokens(self) -> list[int] | None:
+        """Tokens carried by each token event, when every one of them reported a count.
+
+        A cumulative count c_i (the tokens generated up to and including event i) gives
+        k_i = c_i - c_(i-1) with c_(-1) = 0: tokens that produced no text (held back, special
+        tokens) are counted with the next event that has text. None if any event lacks a
+        count, the events mix the two kinds, or a count is below 1 (counts that do not add up).
+        """
+        counts = self.event_counts
+        if not counts or any(c is None for c in counts):
+            return None
+        kinds = {c[0] for c in counts}  # type: ignore[index]
+        if len(kinds) != 1:
+            return None
+        values = [c[1] for c in counts]  # type: ignore[index]
+        if kinds == {"c"}:
+            values = [b - a for a, b in zip([0, *values[:-1]], values, strict=True)]
+        return values if min(values) >= 1 else None
 
 
 def _event_data(event: bytes) -> bytes | None:
@@ -49,153 +83,211 @@ def _output_text(choice: dict, chat: bool) -> str | None:
     return delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
 
 
-def parse_stream(pieces: list[bytes], times: list[float], chat: bool) -> StreamResult:
-    """Token events, usage and end-of-stream markers of an OpenAI completions/chat stream.
-
-    Most streams are plain (LF framing, one ``data:`` line per event, ``[DONE]`` last): those
-    are decoded with one ``orjson.loads`` of all events at once (``_plain_stream``, 3-5x
-    cheaper per request than one call per event); anything else, or anything that the fast
-    path cannot decode, goes through the general parser, which gives the same result and the
-    precise error.
-    """
-    fast = _plain_stream(pieces, times)
-    if fast is not None:
-        objs, ev_times, events, done = fast
-        res = StreamResult()
-        append = res.token_times.append
-        for i, obj in enumerate(objs):
-            # the common completions token event, inlined: a dict without error/usage whose
-            # first choice is a dict; anything else goes through _apply (same rules)
-            if not chat and type(obj) is dict and "error" not in obj and not obj.get("usage"):
-                choices = obj.get("choices")
-                if choices and type(choices[0]) is dict:
-                    c0 = choices[0]
-                    res.n_events += 1
-                    if c0.get("text"):
-                        append(ev_times[i])
-                    if c0.get("finish_reason"):
-                        res.finish_reason = c0["finish_reason"]
-                    continue
-            res.n_events += 1
-            if not _apply(res, obj, ev_times[i], chat, events[i][6:]):
-                return res
-        if done:
-            res.n_events += 1
-            res.done = True
-        return res
-    return _parse_general(pieces, times, chat)
+TIMINGS_KEYS = ("server_timings", "sim_timings", "timings")
 
 
-def _plain_stream(pieces: list[bytes], times: list[float]
-                  ) -> tuple[list, list[float], list[bytes], bool] | None:
-    """(decoded events, each event's time, raw events, saw [DONE]) of a plain stream; None
-    otherwise.
-
-    Plain: no CR, every event is exactly one ``data: `` line ended by a blank line, ``[DONE]``
-    only as the last event. The events' data are joined into one JSON array and decoded in one
-    call; the count of decoded values must equal the count of events (so data such as
-    ``{..},{..}`` in one event cannot pass as two). An event's time is that of the read holding
-    its terminating second newline, as in the general parser.
-    """
-    data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-    if not data.endswith(b"\n\n") or b"\r" in data:
+def _logprob_tokens(choice: dict, chat: bool) -> int | None:
+    """Tokens in a chunk's logprobs (completions: ``tokens`` list; chat: ``content`` list)."""
+    lp = choice.get("logprobs")
+    if not isinstance(lp, dict):
         return None
-    events = data[:-2].split(b"\n\n")
-    n = len(events)
-    if data.count(b"\n") != 2 * n:
-        return None  # a data field spans lines, or blank lines repeat: general parser
-    # every event starts with "data: " (the first, and each one after a separator; with the
-    # newline count above, separators are the only newlines)
-    if not data.startswith(b"data: ") or data.count(b"\n\ndata: ") != n - 1:
-        return None
-    done = events[-1] == b"data: [DONE]"
-    if done:
-        events.pop()
-    if not events:
-        return ([], [], [], done) if done else None
-    body = b",".join([e[6:] for e in events])
-    if b"[DONE]" in body and any(e == b"data: [DONE]" for e in events):
-        return None
+    toks = lp.get("content") if chat else lp.get("tokens")
+    return len(toks) if isinstance(toks, list) else None
+
+
+def _cumulative(obj: dict) -> int | None:
+    """Generated tokens so far, from continuous usage stats or llama.cpp's per-token timings."""
+    u = obj.get("usage")
+    if isinstance(u, dict) and isinstance(u.get("completion_tokens"), int):
+        return u["completion_tokens"]
+    t = obj.get("timings")
+    if isinstance(t, dict) and isinstance(t.get("predicted_n"), int):
+        return t["predicted_n"]
+    return None
+
+
+def _normalised(pieces: list[bytes]) -> tuple[bytes, list[int]]:
+    """All pieces joined with CRLF and CR line ends made LF, and the end offset of each piece
+    in the result. A CRLF split across two reads counts once. O(total bytes)."""
+    out: list[bytes] = []
+    ends: list[int] = []
+    n = 0
+    after_cr = False
+    for piece in pieces:
+        if after_cr and piece.startswith(b"\n"):
+            piece = piece[1:]  # the LF of a CRLF whose CR ended the previous read
+        after_cr = piece.endswith(b"\r")
+        if b"\r" in piece:
+            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        out.append(piece)
+        n += len(piece)
+        ends.append(n)
+    return b"".join(out), ends
+
+
+def _utf8_problem(data: bytes) -> str | None:
     try:
-        objs = orjson.loads(b"[" + body + b"]")
-    except orjson.JSONDecodeError:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"invalid UTF-8 at byte {e.start} ({data[max(0, e.start - 20):e.start + 20]!r})"
+    return None
+
+
+def _plain_events(data: bytes, ends: list[int], times: list[float]) -> list[tuple[bytes, float]] | None:
+    """``data_events`` of a plain stream (what vLLM, llama.cpp and most servers send: LF
+    framing, every event exactly one ``data: `` line), with C-speed checks and one split
+    instead of a loop per event; None for anything else (the general loop handles it)."""
+    if not data.endswith(b"\n\n"):
         return None
-    if len(objs) != len(events):
+    raw = data[:-2].split(b"\n\n")
+    n = len(raw)
+    # one newline pair per event and no other newline, and every event starts "data: "
+    if (data.count(b"\n") != 2 * n or not data.startswith(b"data: ")
+            or data.count(b"\n\ndata: ") != n - 1 or data.count(b"data: ") != n):
         return None
-    # Times: the byte offset of each event's terminating second newline, mapped to the read
-    # that contains it (two pointers over increasing offsets).
-    if len(pieces) == 1:
-        return objs, [times[0]] * len(events), events, done
-    ev_times: list[float] = []
-    k, piece_end = 0, len(pieces[0])
-    pos = -1
-    for e in events:
-        pos += len(e) + 2
-        while pos >= piece_end:
-            k += 1
-            piece_end += len(pieces[k])
-        ev_times.append(times[k])
-    return objs, ev_times, events, done
+    if len(ends) == 1:
+        t = times[0]
+        return [(e[6:], t) for e in raw]
+    out = []
+    j, pos = 0, -1
+    for e in raw:
+        pos += len(e) + 2  # offset of the event's terminating second LF
+        while ends[j] <= pos:
+            j += 1
+        out.append((e[6:], times[j]))
+    return out
 
 
-def _apply(res: StreamResult, obj: object, t: float, chat: bool, data: bytes) -> bool:
-    """Fold one decoded event into ``res``; False when it makes the stream invalid."""
-    if not isinstance(obj, dict):
-        res.error = f"SSE event {res.n_events} is not a JSON object: {data[:200]!r}"
-        return False
-    if "error" in obj:
-        err = obj["error"]
-        msg = err.get("message", err) if isinstance(err, dict) else err
-        res.error = f"server sent an error event: {str(msg)[:300]}"
-        return False
-    if obj.get("usage"):
-        res.usage = obj["usage"]
-    choices = obj.get("choices") or ()
-    if not choices:
-        return True
-    choice = choices[0]
-    if not isinstance(choice, dict):
-        res.error = f"SSE event {res.n_events}: choices[0] is not an object"
-        return False
-    if _output_text(choice, chat):
-        res.token_times.append(t)
-    if choice.get("finish_reason"):
-        res.finish_reason = choice["finish_reason"]
-    return True
+def data_events(pieces: list[bytes], times: list[float], fast: bool = True
+                ) -> list[tuple[bytes, float]]:
+    """The ``data`` of each SSE event in the network reads ``pieces`` (arrival ``times``),
+    with the time of the read that completed the event; events without data are skipped.
 
-
-def _parse_general(pieces: list[bytes], times: list[float], chat: bool) -> StreamResult:
-    """Any SSE framing: CRLF, comments, multi-line data, events after [DONE], errors."""
-    res = StreamResult()
-    buf = b""
+    Linear in the bytes received, whatever their framing (a giant event arriving in many
+    reads costs no more than many small ones). ``fast``: plain streams take
+    ``_plain_events`` (same result; ``fast=False`` is the reference it is tested against).
+    """
+    if len(pieces) != len(times):
+        raise ValueError(f"{len(pieces)} pieces but {len(times)} times")
+    if not any(b"\r" in p for p in pieces):
+        data = b"".join(pieces)
+        ends = list(itertools.accumulate(map(len, pieces)))
+        if fast and (plain := _plain_events(data, ends, times)) is not None:
+            return plain
+    else:
+        data, ends = _normalised(pieces)
     last_t = times[-1] if times else float("nan")
     events: list[tuple[bytes, float]] = []
-    for piece, t in zip(pieces, times, strict=True):
-        buf = buf + piece if buf else piece
-        if b"\r" in buf and not buf.endswith(b"\r"):
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if b"\n\n" not in buf:
-            continue
-        *complete, buf = buf.split(b"\n\n")
-        events.extend((e, t) for e in complete)
-    if buf.strip():
-        events.append((buf.replace(b"\r\n", b"\n").strip(b"\n"), last_t))
-
+    pos, j, n_pieces = 0, 0, len(ends)
+    find = data.find
+    while True:
+        e = find(b"\n\n", pos)
+        if e < 0:
+            break
+        # The event is complete when its terminator's second LF (offset e + 1) has arrived.
+        while j < n_pieces and ends[j] <= e + 1:
+            j += 1
+        events.append((data[pos:e], times[j] if j < n_pieces else last_t))
+        pos = e + 2
+    rest = data[pos:]
+    if rest.strip():
+        events.append((rest.strip(b"\n"), last_t))
+    out = []
     for raw, t in events:
-        data = _event_data(raw.lstrip(b"\n"))
-        if data is None:
-            continue
+        d = _event_data(raw.lstrip(b"\n"))
+        if d is not None:
+            out.append((d, t))
+    return out
+
+
+def _decode_all(events: list[tuple[bytes, float]]) -> list | None:
+    """Every event's JSON up to ``[DONE]``, decoded with ONE ``orjson.loads`` of the events
+    joined into an array (one C call instead of one per token: about half the CPU of parsing
+    a 64-token stream); None when that does not give exactly one value per event (malformed
+    data, or data such as ``{..},{..}``), and the caller decodes event by event, which finds
+    and names the bad event."""
+    datas = []
+    for d, _ in events:
+        if d == b"[DONE]":
+            break
+        datas.append(d)
+    if not datas:
+        return []
+    try:
+        objs = orjson.loads(b"[" + b",".join(datas) + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    return objs if len(objs) == len(datas) else None
+
+
+def parse_stream(pieces: list[bytes], times: list[float], chat: bool,
+                 batch: bool = True) -> StreamResult:
+    """Token events, usage and end-of-stream markers of an OpenAI completions/chat stream.
+
+    ``batch=False`` splits and decodes each event on its own (the reference the fast paths are
+    tested against; same result)."""
+    res = StreamResult()
+    events = data_events(pieces, times, fast=batch)
+    decoded = _decode_all(events) if batch else None
+    for i, (data_, t) in enumerate(events):
         res.n_events += 1
-        if data == b"[DONE]":
+        if data_ == b"[DONE]":
             res.done = True
             continue
         if res.done:
             continue  # anything after [DONE] is ignored, as OpenAI clients do
         try:
-            obj = orjson.loads(data)
+            obj = decoded[i] if decoded is not None else orjson.loads(data_)
         except orjson.JSONDecodeError:
-            res.error = f"malformed SSE data in event {res.n_events}: {data[:200]!r}"
+            bad = _utf8_problem(data_)
+            if bad:
+                res.error = f"SSE event {res.n_events}: {bad}"
+            else:
+                res.error = f"malformed SSE data in event {res.n_events}: {data_[:200]!r}"
             return res
-        if not _apply(res, obj, t, chat, data):
+        if not isinstance(obj, dict):
+            res.error = f"SSE event {res.n_events} is not a JSON object: {data_[:200]!r}"
             return res
+        if "error" in obj:
+            err = obj["error"]
+            msg = err.get("message", err) if isinstance(err, dict) else err
+            res.error = f"server sent an error event: {str(msg)[:300]}"
+            return res
+        usage = obj.get("usage")
+        if usage:
+            if not isinstance(usage, dict):
+                res.error = f"SSE event {res.n_events}: usage is not an object: {usage!r:.200}"
+                return res
+            res.usage = usage
+        for key in TIMINGS_KEYS:
+            if key in obj:
+                if isinstance(obj[key], dict):
+                    res.timings, res.timings_kind = obj[key], key
+                break
+        choices = obj.get("choices")
+        if not choices:
+            continue
+        if not isinstance(choices, list):
+            res.error = f"SSE event {res.n_events}: choices is not a list: {choices!r:.200}"
+            return res
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            res.error = f"SSE event {res.n_events}: choices[0] is not an object"
+            return res
+        try:
+            text = _output_text(choice, chat)
+        except AttributeError:  # delta is not an object
+            res.error = f"SSE event {res.n_events}: choices[0].delta is not an object"
+            return res
+        if text:
+            res.token_times.append(t)
+            n = _logprob_tokens(choice, chat)
+            if n is not None:
+                res.event_counts.append(("n", n))
+            else:
+                c = _cumulative(obj)
+                res.event_counts.append(("c", c) if c is not None else None)
+        fr = choice.get("finish_reason")
+        if fr:
+            res.finish_reason = str(fr)
     return res

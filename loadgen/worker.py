@@ -42,6 +42,7 @@ class WorkerJob:
     engine: EngineOptions  # worker= this worker's number, its share of the limits
     records_path: Path
     keep_chunk_times: bool = True
+    input_tokens_tokenize: list[int | None] | None = None  # this share's, --count-tokens-with-server
 
 
 class GlobalIds:
@@ -81,16 +82,29 @@ class PreparedWorker:
         job = self.job
         Path(job.records_path).parent.mkdir(parents=True, exist_ok=True)
         writer = RecordWriter(Path(job.records_path), keep_chunk_times=job.keep_chunk_times)
+
+        def progress(res: EngineResult, now: float) -> None:
+            if writer.failed and not task.cancelled():  # disk full: stop, as one process does
+                task.cancel()
+            if on_progress is not None:
+                on_progress(res, now)
+
         task = asyncio.get_running_loop().create_task(run_engine(
             job.workload, self.client, GlobalIds(writer, job.ids), job.engine, bodies=self.bodies,
-            on_progress=on_progress, t0=t0))
+            on_progress=progress, t0=t0, input_tokens_tokenize=job.input_tokens_tokenize))
         if on_task is not None:
             on_task(task)
         try:
             res = await task
+        except asyncio.CancelledError:  # cancelled before the engine started
+            res = EngineResult(t0=t0, t0_unix=time.time() + (t0 - time.perf_counter()),
+                               interrupted=True)
         finally:
             writer.close()
-        return report(job, res, writer.n_written, self.prepare_s)
+        rep = report(job, res, writer.n_written, self.prepare_s)
+        rep["lost"] = writer.n_lost
+        rep["write_error"] = f"{type(writer.error).__name__}: {writer.error}" if writer.error else None
+        return rep
 
 
 def report(job: WorkerJob, res: EngineResult, n_written: int, prepare_s: float) -> dict[str, Any]:

@@ -78,11 +78,15 @@ def auto_workers(wl: Workload, *, max_concurrency: int | None = None, cores: int
     """``--workers auto``: 1 process unless the schedule's peak rate (busiest second) needs
     more than ``rate_per_worker`` req/s; then ceil(peak / rate_per_worker), at most one per
     core. Closed-loop runs (``--max-concurrency``) stay in one process, where the limit is
-    global."""
+    global. With sessions only first turns have times before the run: their peak rate is
+    scaled by the mean number of turns per session."""
     if max_concurrency:
         return 1
     cores = cores or available_cores()
-    return int(min(max(1, math.ceil(peak_rate(wl.t_intended) / rate_per_worker)), cores))
+    t = np.asarray(wl.t_intended, dtype=np.float64)
+    first = t[np.isfinite(t)]
+    peak = peak_rate(first) * (len(t) / first.size if first.size else 0.0)
+    return int(min(max(1, math.ceil(peak / rate_per_worker)), cores))
 
 
 def _share(total: int, workers: int, k: int) -> int:
@@ -92,8 +96,10 @@ def _share(total: int, workers: int, k: int) -> int:
     return total // workers + (1 if k < total % workers else 0)
 
 
-def make_jobs(spec: Any, workers: int, records_dir: Path) -> list[WorkerJob]:
-    """Split ``spec.workload`` (a RunSpec's) into one job per worker."""
+def make_jobs(spec: Any, workers: int, records_dir: Path,
+              tokenize_counts: list[int | None] | None = None) -> list[WorkerJob]:
+    """Split ``spec.workload`` (a RunSpec's) into one job per worker; ``tokenize_counts``
+    (one per request, --count-tokens-with-server) are split with it."""
     wl = spec.workload
     if spec.engine.max_concurrency and spec.engine.max_concurrency < workers:
         raise ValueError(f"--max-concurrency {spec.engine.max_concurrency} is smaller than "
@@ -105,10 +111,12 @@ def make_jobs(spec: Any, workers: int, records_dir: Path) -> list[WorkerJob]:
             spec.engine, worker=k,
             max_concurrency=_share(spec.engine.max_concurrency or 0, workers, k) or None,
             connection_limit=_share(spec.engine.connection_limit, workers, k))
+        toks = None if tokenize_counts is None else [tokenize_counts[i] for i in idx.tolist()]
         jobs.append(WorkerJob(worker=k, workload=subset_workload(wl, idx), ids=idx,
                               client=spec.client, engine=eng,
                               records_path=records_dir / f"w{k}.parquet",
-                              keep_chunk_times=spec.keep_chunk_times))
+                              keep_chunk_times=spec.keep_chunk_times,
+                              input_tokens_tokenize=toks))
     return jobs
 
 
@@ -153,10 +161,11 @@ def _send_stop(conns: list[Connection]) -> None:
             pass
 
 
-def run_local(spec: Any, run_dir: Path, manifest: dict[str, Any], workers: int) -> dict[str, Any]:
+def run_local(spec: Any, run_dir: Path, manifest: dict[str, Any], workers: int,
+              tokenize_counts: list[int | None] | None = None) -> dict[str, Any]:
     """Run ``spec`` with ``workers`` local processes; return the finished manifest."""
     records_dir = run_dir / "workers"
-    jobs = make_jobs(spec, workers, records_dir)
+    jobs = make_jobs(spec, workers, records_dir, tokenize_counts)
     procs, conns = [], []
     failures: dict[int, str] = {}
     try:
@@ -172,7 +181,7 @@ def run_local(spec: Any, run_dir: Path, manifest: dict[str, Any], workers: int) 
     except BaseException:
         _reap(procs, kill=True)
         raise
-    tel = _telemetry(spec)
+    tel = _telemetry(spec, run_dir)
     progress = Progress(len(spec.workload), spec.workload.duration,
                         enabled=spec.progress and not spec.quiet)
     reports: dict[int, dict[str, Any]] = {}
@@ -281,7 +290,7 @@ def _aggregate(live: dict[int, tuple[int, ...]]) -> SimpleNamespace:
                                                     failed=v[3], in_flight=v[4]))
 
 
-def _telemetry(spec: Any) -> Any:
+def _telemetry(spec: Any, run_dir: Path) -> Any:
     """The run's telemetry session, in the parent (host and server sampling, scraping).
     Live generator metrics need the records in this process: not with several workers."""
     if spec.telemetry is None:
@@ -293,7 +302,7 @@ def _telemetry(spec: Any) -> Any:
         print("note: --metrics-port (live generator metrics) is not available with several "
               "workers; it is off for this run", file=sys.stderr)
         opts = replace(opts, metrics_port=None)
-    return TelemetrySession(opts).start()
+    return TelemetrySession(opts).start(run_dir)
 
 
 def finish_workers(spec: Any, run_dir: Path, manifest: dict[str, Any], jobs: list[WorkerJob],
@@ -302,8 +311,8 @@ def finish_workers(spec: Any, run_dir: Path, manifest: dict[str, Any], jobs: lis
                    tel: Any) -> dict[str, Any]:
     """Merge the workers' outputs into the run directory and fill the manifest (shared by the
     local and the Ray runner)."""
-    paths = [j.records_path for j in jobs if Path(j.records_path).exists()]
-    n_rec, unreadable = merge_records(paths, run_dir / "requests.parquet")
+    n_rec, unreadable, salvaged = merge_records([Path(j.records_path) for j in jobs],
+                                                run_dir / "requests.parquet")
     pq.write_table(timeseries_table(merge_timeseries([r["timeseries"] for r in reports])),
                    run_dir / "timeseries.parquet")
     if not unreadable:
@@ -311,12 +320,21 @@ def finish_workers(spec: Any, run_dir: Path, manifest: dict[str, Any], jobs: lis
     gen = generator_section(reports, t0, n_rec)
     gen["workers_failed"] = {str(k): v for k, v in sorted(failures.items())}
     gen["unreadable_records"] = unreadable
+    gen["salvaged_records"] = salvaged
     manifest["config"]["workers"] = info
+    write_errors = {r["worker"]: r["write_error"] for r in reports if r.get("write_error")}
+    if write_errors and interrupted_by is None:
+        from loadgen.run import WRITE_ERROR
+
+        interrupted_by = WRITE_ERROR
     stopped = interrupted_by is not None or any(r["interrupted"] for r in reports)
     manifest["status"] = "partial" if (stopped or failures or unreadable) else "complete"
     manifest["interrupted_by"] = interrupted_by
-    if failures:
-        manifest["failure"] = "; ".join(v.splitlines()[0] for v in failures.values())
+    problems = [v.splitlines()[0] for v in failures.values()]
+    problems += [f"worker {k}: records could not be written ({e}); the records written so far "
+                 "are kept" for k, e in sorted(write_errors.items())]
+    if problems:
+        manifest["failure"] = "; ".join(problems)
     if math.isfinite(t0_unix):
         manifest["clock"]["t0_unix"] = t0_unix
         manifest["clock"]["t0_utc"] = datetime.fromtimestamp(t0_unix, UTC).isoformat()

@@ -10,7 +10,11 @@ environment and its version; everything else is here, the same for all of them:
 - ``info()``: runtime, version, full command line, settings and environment overrides, for
   the run manifest,
 - stopped (the whole process group) on exit, error or Ctrl-C; a server that fails to start
-  raises ``ServerStartError`` quoting the tail of its log.
+  raises ``ServerStartError`` quoting the tail of its log,
+- optionally run under a profiler (``ServeSettings.profile``: ``perf`` or ``nsys``, via
+  ``loadgen.telemetry.profiling.wrap_profiler``); ``info()`` then names the profile directory
+  and the files in it (written when the server stops). A missing profiler raises
+  ``ProfilerUnavailable`` before anything starts.
 
 The batch-size axis maps to each runtime's own knob (table in docs/servers.md).
 """
@@ -42,6 +46,9 @@ class ServeSettings:
     extra_args: tuple[str, ...] = ()  # passed through verbatim after the runtime's own flags
     log_dir: Path = Path("results/servers")
     startup_timeout_s: float = 300.0
+    profile: str | None = None  # "perf" | "nsys": run the server under this profiler
+    profile_dir: Path | None = None  # default: LOG_DIR/<runtime>-<port>-<profiler>/
+    die_with_parent: bool = False  # SIGTERM the server when its parent dies (servers/process.py)
 
 
 class Runtime(Protocol):
@@ -98,6 +105,12 @@ class RunningServer:
         """Everything a run manifest needs to say which server produced the numbers."""
         s = asdict(self.settings)
         s["log_dir"] = str(s["log_dir"])
+        s["profile_dir"] = str(s["profile_dir"]) if s["profile_dir"] else None
+        extra = dict(self.extra_info)
+        if "profile" in extra:  # the files appear when the profiler writes them (at stop)
+            d = Path(extra["profile"]["dir"])
+            extra["profile"] = {**extra["profile"], "files": sorted(
+                str(f) for f in d.iterdir() if f.is_file()) if d.is_dir() else []}
         return {
             "runtime": self.runtime.name,
             "version": self.runtime.version(),
@@ -109,7 +122,7 @@ class RunningServer:
             "pid": self.process.proc.pid if self.process.proc else None,
             "startup_s": self.started_s,
             "log": str(self.process.log_path),
-            **self.extra_info,
+            **extra,
         }
 
     def stop(self) -> int | None:
@@ -126,9 +139,17 @@ def launch(runtime: Runtime, s: ServeSettings) -> RunningServer:
     """Start ``runtime`` with settings ``s`` and return once it serves the model."""
     port = s.port or pick_port(s.host)
     argv = runtime.command(s, port)
+    extra: dict[str, Any] = {}
+    if s.profile:
+        from loadgen.telemetry.profiling import wrap_profiler
+
+        pdir = Path(s.profile_dir or Path(s.log_dir) / f"{runtime.name}-{port}-{s.profile}")
+        extra["profile"] = {"tool": s.profile, "dir": str(pdir), "server_argv": list(argv)}
+        argv = wrap_profiler(argv, s.profile, pdir)
     base_url = f"http://{s.host}:{port}"
     log = Path(s.log_dir) / f"{runtime.name}-{port}.log"
-    proc = ServerProcess(argv=argv, log_path=log, base_url=base_url, env=runtime.env(s))
+    proc = ServerProcess(argv=argv, log_path=log, base_url=base_url, env=runtime.env(s),
+                         die_with_parent=s.die_with_parent)
     model = runtime.model_name(s)
     t = time.monotonic()
     proc.start(timeout_s=s.startup_timeout_s, ready=lambda: serves_model(base_url, model)[0])
@@ -143,4 +164,8 @@ def launch(runtime: Runtime, s: ServeSettings) -> RunningServer:
             f"{runtime.name} answered at {base_url} but does not serve model {model!r} ({seen});"
             f" another process may own port {port}.\n--- last lines of {log} ---\n{log_tail(log)}"
         )
-    return RunningServer(runtime, s, proc, base_url, model, started_s=time.monotonic() - t)
+    extra_fn = getattr(runtime, "extra_info", None)  # optional: e.g. Triton's native ports
+    if extra_fn is not None:
+        extra.update(extra_fn(s, port))
+    return RunningServer(runtime, s, proc, base_url, model, started_s=time.monotonic() - t,
+                         extra_info=extra)

@@ -8,6 +8,7 @@ the tail of its log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -20,11 +21,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LISTEN_RE = re.compile(rb"listening on (http://[^\s]+)")
+LISTEN_RE = re.compile(rb"listening on (https?://[^\s]+)")
 
 
 class ServerStartError(RuntimeError):
     """The server did not start; the message quotes its log."""
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while any process of group ``pgid`` (one we created) still exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def log_tail(path: Path, n: int = 30) -> str:
@@ -33,6 +45,23 @@ def log_tail(path: Path, n: int = 30) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(lines[-n:])
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking the kernel for SIGTERM when the parent dies (Linux:
+    prctl(PR_SET_PDEATHSIG = 1, SIGTERM)); None elsewhere. libc is loaded here, in the parent,
+    so the child between fork and exec only makes the one system call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    sig = int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(1, sig, 0, 0, 0)
+
+    return hook
 
 
 @dataclass
@@ -44,6 +73,9 @@ class ServerProcess:
     base_url: str = ""
     proc: subprocess.Popen | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # Linux: the kernel sends the server SIGTERM when the process that started it dies, even
+    # by SIGKILL (prctl PR_SET_PDEATHSIG), so a killed experiment matrix leaves no server.
+    die_with_parent: bool = False
 
     def start(
         self, timeout_s: float = 60.0, ready: Callable[[], bool] | None = None
@@ -58,6 +90,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env={**os.environ, **self.env},
+            preexec_fn=_die_with_parent_hook() if self.die_with_parent else None,
         )
         log.close()
         deadline = time.monotonic() + timeout_s
@@ -88,19 +121,35 @@ class ServerProcess:
             return False
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
-        """SIGTERM the server's process group, then SIGKILL it if it does not exit in time."""
+        """SIGTERM the server's process group, then SIGKILL it if it does not exit in time.
+
+        Returns once the whole group is gone, not only its leader: a server with worker
+        processes (vLLM's engine core and workers) may exit before them, and they must not
+        outlive the stop (as orphans holding memory or the port).
+        """
         p = self.proc
-        if p is None or p.poll() is not None:
-            return p.returncode if p else None
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return p.poll()
-        try:
-            return p.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            return p.wait(5)
+        if p is None:
+            return None
+        deadline = time.monotonic() + timeout_s
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return p.poll()
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+        while _group_alive(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_alive(p.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            end = time.monotonic() + 5.0  # SIGKILL is not instant; orphans are reaped by init
+            while _group_alive(p.pid) and time.monotonic() < end:
+                time.sleep(0.05)
+        return p.returncode
 
     def kill(self) -> None:
         """SIGKILL the whole group at once (to simulate a crashed server)."""

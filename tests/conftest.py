@@ -29,3 +29,32 @@ def start_sim(tmp_path: Path) -> Iterator:
     yield start
     for s in started:
         s.stop()
+
+
+@pytest.fixture
+def start_proxy(tmp_path: Path) -> Iterator:
+    """``start_proxy(upstream_url, *flags)`` starts the fault proxy (servers/faultproxy) on a
+    free port in front of ``upstream_url`` and returns it; stopped at the end of the test."""
+    import socket
+
+    started: list[ServerProcess] = []
+
+    def start(upstream: str, *flags: str) -> ServerProcess:
+        argv = [sys.executable, "-m", "servers.faultproxy", "--upstream", upstream, "--port", "0",
+                *flags]
+        srv = ServerProcess(argv=argv, log_path=tmp_path / f"proxy{len(started)}.log",
+                            env={"PYTHONUNBUFFERED": "1"})
+
+        def listening() -> bool:  # not /health: the proxy may fault that request too
+            from urllib.parse import urlsplit
+
+            u = urlsplit(srv.base_url)
+            with socket.socket() as s:
+                return s.connect_ex((u.hostname, u.port)) == 0
+
+        started.append(srv.start(timeout_s=30, ready=listening))
+        return srv
+
+    yield start
+    for s in started:
+        s.stop()

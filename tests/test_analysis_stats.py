@@ -223,8 +223,8 @@ def test_analyze_returns_exactly_the_contract_keys_and_right_numbers(tmp_path):
     orjson.dumps(a)  # JSON-safe
     assert a["window"] == {"start_s": 0.0, "end_s": pytest.approx(3.95), "method": "all",
                            "n_requests": 80}
-    assert set(a["percentiles_ci"]) == {"ttft", "e2e", "itl", "tpot", "ttft_intended",
-                                        "e2e_intended"}
+    assert set(a["percentiles_ci"]) == {"ttft", "e2e", "itl", "itl_per_token", "tpot",
+                                        "ttft_intended", "e2e_intended"}
     assert set(a["percentiles_ci"]["ttft"]["p99"]) == {"value_ms", "lo_ms", "hi_ms", "n"}
     assert a["percentiles_ci"]["itl"]["p50"]["value_ms"] == pytest.approx(5.0, abs=1e-6)
     assert a["percentiles_ci"]["ttft"]["p50"]["n"] == 79  # the timeout is left out

@@ -55,3 +55,39 @@ def test_pick_port_returns_a_bindable_port():
     p = pick_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", p))
+
+
+# A leader that exits at once on SIGTERM, with a child (same process group) that takes CHILD_S
+# to exit after SIGTERM, or ignores it: like vLLM's API server and its engine-core processes.
+GROUP_SERVER = """
+import os, signal, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", '''
+import signal, sys, time
+mode = sys.argv[1]
+if mode == "ignore":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+else:
+    signal.signal(signal.SIGTERM, lambda *a: (time.sleep(float(mode)), sys.exit(0)))
+print("child ready", flush=True)
+time.sleep(120)
+''', sys.argv[1]])
+signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("child", ["1.0", "ignore"])
+def test_stop_returns_only_when_the_whole_process_group_is_gone(tmp_path, child):
+    import os
+    import time
+
+    from servers.process import ServerProcess
+
+    proc = ServerProcess(argv=[sys.executable, "-c", GROUP_SERVER, child],
+                         log_path=tmp_path / "group.log", base_url="http://unused")
+    proc.start(timeout_s=30, ready=lambda: b"child ready" in (tmp_path / "group.log").read_bytes())
+    t = time.monotonic()
+    assert proc.stop(timeout_s=3.0) == 0  # the leader's own exit code
+    assert time.monotonic() - t >= 0.9  # waited for the child (1 s), or killed it at 3 s
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.proc.pid, 0)

@@ -109,6 +109,29 @@ def test_open_loop_load_succeeds_with_exact_token_counts_from_usage(server, tmp_
     assert (d.ttft_sent > 0).all() and (d.e2e_sent >= d.ttft_sent).all()
 
 
+def test_llama_server_timings_and_per_token_counts_reach_the_records(server, tmp_path):
+    # timings_per_token: llama-server puts its cumulative timings.predicted_n in every chunk
+    wl = synthetic_workload(num_requests=4, request_rate=4.0, process="constant",
+                            input_len=24, output_len=16, seed=9)
+    client = ClientConfig(base_url=server.base_url, model=server.model, ignore_eos=True,
+                          headers=NO_KEEPALIVE, extra_body={"timings_per_token": True})
+    res = execute(RunSpec(client=client, workload=wl, result_dir=tmp_path, run_name="timings",
+                          progress=False, max_send_lag_ms=50.0))
+    t = load_run(res.run_dir).requests.to_pydict()
+    assert t["status"] == ["ok"] * 4
+    # prompt_ms and predicted_ms of its final chunk; it reports no queue time
+    assert all(0 < p < ttft for p, ttft in zip(
+        t["server_prefill_s"], np.subtract(t["t_first_token"], t["t_sent"]), strict=True))
+    assert all(d > 0 for d in t["server_decode_s"])
+    assert all(np.isnan(q) for q in t["server_queue_s"])
+    for counts, n, out in zip(t["chunk_tokens"], t["n_chunks"], t["output_tokens"], strict=True):
+        # one count per text chunk; a held-back UTF-8 byte token counts with the next chunk
+        assert counts is not None and len(counts) == n and 0 < sum(counts) <= out
+    s = res.summary
+    assert s["tokens"]["per_chunk"]["server"] == 4
+    assert s["ttft_decomposition"]["available"] and s["ttft_decomposition"]["queue_reported"] == 0
+
+
 def test_chat_endpoint_uses_the_models_chat_template(server, tmp_path):
     wl = synthetic_workload(num_requests=4, request_rate=4.0, process="constant",
                             input_len=8, output_len=16, seed=8)

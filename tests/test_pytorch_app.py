@@ -72,6 +72,19 @@ def test_a_stream_has_one_chunk_per_token_then_usage_then_done(loaded):
     assert usage["pytorch_stats"]["batch_max"] == 1
 
 
+def test_the_usage_chunk_reports_queue_prefill_and_decode_times(loaded):
+    body = {"model": NAME, "prompt": "the time of people", "max_tokens": 6, "stream": True,
+            "stream_options": {"include_usage": True}, "ignore_eos": True, "min_tokens": 6}
+    [(_, raw)] = _call(loaded, [("/v1/completions", body)])
+    usage = _events(raw)[-2]
+    t = usage["server_timings"]
+    assert set(t) == {"queue_s", "prefill_s", "decode_s"}
+    assert t["prefill_s"] > 0 and t["decode_s"] > 0 and 0 <= t["queue_s"] < 1.0
+    # the three are consecutive intervals of the request's time inside the server
+    assert t["queue_s"] + t["prefill_s"] + t["decode_s"] == pytest.approx(
+        usage["pytorch_stats"]["total_s"], abs=1e-5)
+
+
 def test_concurrent_requests_share_a_batch_and_keep_their_own_text(loaded):
     bodies = [{"model": NAME, "prompt": p, "max_tokens": 12, "ignore_eos": True}
               for p in ("one two three", "the model of the server", "a")]

@@ -166,6 +166,25 @@ def test_report_still_renders_when_the_length_analysis_is_unavailable(monkeypatc
     assert data["runs"][0]["summary"]["counts"]["ok"] == 30
 
 
+def test_report_without_an_slo_has_the_real_length_analysis_and_ttft_parts(sweep_dir, tmp_path):
+    page = write_report(sweep_dir / "rate-40", output_dir=tmp_path / "run").read_text()
+    data = orjson.loads((tmp_path / "run" / "report.json").read_bytes())
+    la = data["runs"][0]["length_analysis"]
+    assert la["available"] is True and la["slo"] is None
+    assert la["fits"]["ttft"]["b_ms_per_input_token"] is not None
+    assert sorted(data["images"]) == ["heatmap_e2e_p99_ms.png", "heatmap_ttft_p50_ms.png",
+                                      "timeseries.png"]
+    assert "length analysis unavailable" not in page and "SLO and goodput" not in page
+    # the sim reports its timings: the TTFT decomposition is shown, its parts add to 100 %
+    td = data["runs"][0]["summary"]["ttft_decomposition"]
+    assert td["available"] and td["n_requests"] == 30
+    assert "Where TTFT goes" in page and "server queue (server-reported)" in page
+    page = write_report(sweep_dir, output_dir=tmp_path / "sweep").read_text()
+    data = orjson.loads((tmp_path / "sweep" / "report.json").read_bytes())
+    assert "No SLO given" in page and data["sweep"]["curves"]["knee"] is None
+    assert all(r["length_analysis"]["available"] for r in data["runs"])
+
+
 # ---- the browser -------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")

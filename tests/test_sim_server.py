@@ -168,6 +168,32 @@ def test_chat_stream_starts_with_role_chunk_and_has_chunk_objects() -> None:
     run(test)
 
 
+@pytest.mark.parametrize("kind", ["completions", "chat"])
+def test_stream_interval_puts_several_tokens_in_a_chunk_and_continuous_usage_counts_them(
+        kind: str) -> None:
+    path = "/v1/completions" if kind == "completions" else "/v1/chat/completions"
+    make = completion if kind == "completions" else chat
+    payload = make(max_tokens=7, stream_options={"include_usage": True,
+                                                  "continuous_usage_stats": True})
+
+    async def test() -> None:
+        async with sim(costs=SimCosts(step_base=0.002), stream_interval=2) as (_, session):
+            got = await stream(session, path, payload)
+        tokens = got.token_events()
+        texts = [e["choices"][0].get("text") or e["choices"][0]["delta"]["content"]
+                 for _, e in tokens]
+        # the first token at once, then pairs, the last chunk the remainder
+        assert [count_prompt_tokens(t) for t in texts] == [1, 2, 2, 2]
+        assert [e["usage"]["completion_tokens"] for _, e in tokens] == [1, 3, 5, 7]
+        assert tokens[-1][1]["choices"][0]["finish_reason"] == "length"
+        assert got.events()[-1]["usage"]["completion_tokens"] == 7
+        # one engine step per token: a 2-token chunk comes 2 steps after the previous one
+        gaps = [b[0] - a[0] for a, b in pairwise(tokens)]
+        assert statistics.median(gaps) > 1.5 * 0.002
+
+    run(test)
+
+
 def test_stream_response_headers_and_no_usage_unless_asked() -> None:
     async def test() -> None:
         async with sim(costs=SimCosts(step_base=0.001)) as (_, session):

@@ -116,8 +116,8 @@ def test_one_late_worker_makes_the_run_invalid_even_when_the_runs_p99_passes():
     e = np.zeros(0)
     lag = np.full(1000, 0.0005)  # 0.5 ms everywhere: the run's p99 passes
     d = Derived(ok=np.ones(1000, bool), sent=np.ones(1000, bool), ttft_sent=e, ttft_intended=e,
-                e2e_sent=e, e2e_intended=e, tpot=e, itl=e, send_lag=lag, slot_wait=lag * 0,
-                input_tokens=e, output_tokens=e)
+                e2e_sent=e, e2e_intended=e, tpot=e, itl=e, itl_token=e, token_basis={},
+                send_lag=lag, slot_wait=lag * 0, input_tokens=e, output_tokens=e)
     v = verdict(d, max_send_lag_ms=5.0, burst=False, interrupted=None, n_intended=1000,
                 n_recorded=1000, lag_p99_by_worker={"0": 0.5, "1": 0.5, "2": 9.0})
     assert v["verdict"] == "INVALID"

@@ -71,39 +71,80 @@ def test_truncated_stream_has_neither_done_nor_finish_reason():
     assert not r.done and r.finish_reason is None and r.error is None
 
 
+def test_sim_and_llamacpp_timings_are_kept_from_the_last_event_that_has_them():
+    sim = _ev({"choices": [], "usage": {"completion_tokens": 1},
+               "sim_timings": {"queue_s": 0.5, "prefill_s": 0.25, "decode_s": 0.0}})
+    r = parse_stream([_tok(" a", "length"), sim, b"data: [DONE]\n\n"], [1, 2, 3], chat=False)
+    assert r.timings_kind == "sim_timings" and r.timings["queue_s"] == 0.5
+    llama = _ev({"choices": [{"text": "", "finish_reason": "length"}],
+                 "timings": {"prompt_ms": 8.5, "predicted_ms": 0.75, "predicted_n": 4}})
+    r = parse_stream([_tok(" a"), llama], [1, 2], chat=False)
+    assert r.timings_kind == "timings" and r.timings["prompt_ms"] == 8.5
+
+
+def _tok_n(text, completion_tokens=None, predicted_n=None, logprob_tokens=None):
+    choice = {"index": 0, "text": text, "finish_reason": None}
+    obj = {"choices": [choice]}
+    if completion_tokens is not None:
+        obj["usage"] = {"completion_tokens": completion_tokens}
+    if predicted_n is not None:
+        obj["timings"] = {"predicted_n": predicted_n}
+    if logprob_tokens is not None:
+        choice["logprobs"] = {"tokens": ["t"] * logprob_tokens}
+    return _ev(obj)
+
+
+def test_chunk_tokens_from_cumulative_continuous_usage():
+    pieces = [_tok_n(" a", 1), _tok_n(" b c", 3), _tok_n(" d e", 5)]
+    assert parse_stream(pieces, [1, 2, 3], chat=False).chunk_tokens() == [1, 2, 2]
+
+
+def test_chunk_tokens_from_llamacpp_predicted_n_count_textless_tokens_with_the_next_chunk():
+    # the second event's token produced no text (held back): its token goes with the third
+    pieces = [_tok_n("v", predicted_n=1), _tok_n("", predicted_n=2), _tok_n("x y", predicted_n=4)]
+    assert parse_stream(pieces, [1, 2, 3], chat=False).chunk_tokens() == [1, 3]
+
+
+def test_chunk_tokens_from_logprobs_lists():
+    pieces = [_tok_n(" a", logprob_tokens=1), _tok_n(" b c d", logprob_tokens=3)]
+    assert parse_stream(pieces, [1, 2], chat=False).chunk_tokens() == [1, 3]
+
+
+def test_no_chunk_tokens_unless_every_chunk_reports_a_consistent_count():
+    assert parse_stream([_tok(" a"), _tok(" b")], [1, 2], chat=False).chunk_tokens() is None
+    missing = [_tok_n(" a", 1), _tok(" b")]
+    assert parse_stream(missing, [1, 2], chat=False).chunk_tokens() is None
+    not_rising = [_tok_n(" a", 2), _tok_n(" b", 2)]
+    assert parse_stream(not_rising, [1, 2], chat=False).chunk_tokens() is None
+
+
 def _split_at(body: bytes, cuts: list[int]) -> list[bytes]:
     edges = [0, *sorted(set(cuts)), len(body)]
     return [body[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
 
 
-def test_plain_streams_parse_the_same_on_the_fast_path_and_the_general_parser():
+def test_decoding_all_events_at_once_gives_what_decoding_each_event_gives():
     import random
 
-    from loadgen.sse import _parse_general, _plain_stream
-
     usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
-    shapes = [
-        b"".join([_tok(" a"), _tok(""), _tok(" b"), _tok(" c", "length"),
-                  _ev({"choices": [], "usage": usage}), b"data: [DONE]\n\n"]),
-        b"".join([_tok(" a"), _ev({"error": {"message": "boom"}}), _tok(" b")]),
-        b"".join([_tok(" a"), b"data: 7\n\n", b"data: [DONE]\n\n"]),
-        b"".join([_tok(" a"), _tok(" b")]),  # truncated
-    ]
     delta = lambda d, f=None: _ev({"choices": [{"index": 0, "delta": d, "finish_reason": f}]})  # noqa: E731
-    chat_shapes = [
-        b"".join([delta({"role": "assistant", "content": ""}), delta({"content": "hi"}),
-                  delta({"reasoning_content": "hmm"}), delta({}, "stop"),
-                  _ev({"choices": [], "usage": usage}), b"data: [DONE]\n\n"]),
+    streams = [
+        (False, b"".join([_tok(" a"), _tok(""), _tok(" b"), _tok(" c", "length"),
+                          _ev({"choices": [], "usage": usage}), b"data: [DONE]\n\n"])),
+        (False, b"".join([_tok(" a"), _ev({"error": {"message": "boom"}}), _tok(" b")])),
+        (False, b"".join([_tok(" a"), b"data: 7\n\n", b"data: [DONE]\n\n", _tok(" late")])),
+        (False, b"".join([_tok(" a"), b"data: {not json\n\n", _tok(" b")])),
+        (False, b": comment\r\n\r\n" + _tok(" a").replace(b"\n", b"\r\n")),
+        (True, b"".join([delta({"role": "assistant", "content": ""}), delta({"content": "hi"}),
+                         delta({"reasoning_content": "hmm"}), delta({}, "stop"),
+                         _ev({"choices": [], "usage": usage}), b"data: [DONE]\n\n"])),
     ]
     rng = random.Random(3)
-    for chat, bodies in ((False, shapes), (True, chat_shapes)):
-        for body in bodies:
-            for _ in range(30):
-                cuts = [rng.randrange(1, len(body)) for _ in range(rng.randrange(0, 6))]
-                pieces = _split_at(body, cuts)
-                times = [float(i) for i in range(len(pieces))]
-                assert _plain_stream(pieces, times) is not None  # plain: the fast path ran
-                assert parse_stream(pieces, times, chat) == _parse_general(pieces, times, chat)
+    for chat, body in streams:
+        for _ in range(25):
+            pieces = _split_at(body, [rng.randrange(1, len(body)) for _ in range(rng.randrange(0, 6))])
+            times = [float(i) for i in range(len(pieces))]
+            assert parse_stream(pieces, times, chat) == parse_stream(pieces, times, chat, batch=False)
 
 
 def test_two_json_values_in_one_event_are_malformed_not_two_events():

@@ -45,3 +45,43 @@ def test_nsys_command_line_when_present(tmp_path, monkeypatch):
     argv = wrap_profiler(ARGV, "nsys", tmp_path / "prof")
     assert argv[0] == str(fake / "nsys") and argv[1] == "profile" and argv[-len(ARGV):] == ARGV
     assert str(tmp_path / "prof" / "nsys-report") in argv
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(shutil.which("perf") is None, reason="perf is not installed here")
+def test_a_launched_server_runs_under_perf_and_its_info_names_the_profile(tmp_path):
+    import urllib.request
+
+    from servers.launch import ServeSettings, launch
+    from servers.sim.runtime import SimRuntime
+
+    s = ServeSettings(model="sim-llm", log_dir=tmp_path / "logs", startup_timeout_s=60,
+                      profile="perf", profile_dir=tmp_path / "prof")
+    srv = launch(SimRuntime(), s)
+    try:
+        body = b'{"model": "sim-llm", "prompt": "a b c", "max_tokens": 4}'
+        req = urllib.request.Request(srv.base_url + "/v1/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+        before = srv.info()["profile"]
+        assert before["tool"] == "perf" and before["server_argv"][1:3] == ["-m", "servers.sim"]
+        assert srv.info()["argv"][1] == "record"  # the server is perf's child
+    finally:
+        srv.stop()
+    prof = srv.info()["profile"]
+    perf_data = tmp_path / "prof" / "perf.data"
+    if not perf_data.exists() and "perf_event_paranoid" in srv.process.log_path.read_text():
+        pytest.skip("perf cannot record here (perf_event_paranoid)")
+    assert prof["files"] == [str(perf_data)] and perf_data.stat().st_size > 0
+
+
+def test_a_missing_profiler_stops_the_launch_before_any_server_starts(tmp_path, monkeypatch):
+    from servers.launch import ServeSettings, launch
+    from servers.sim.runtime import SimRuntime
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    s = ServeSettings(model="sim-llm", log_dir=tmp_path / "logs", profile="nsys")
+    with pytest.raises(ProfilerUnavailable, match="Nsight Systems"):
+        launch(SimRuntime(), s)
+    assert not (tmp_path / "logs").exists()  # nothing was started

@@ -22,6 +22,7 @@ from analysis.load import load_run
 from arrivals.workload import synthetic_workload
 from loadgen.clients.openai import ClientConfig
 from loadgen.run import RunSpec, execute
+from loadgen.stream_table import segments
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +90,8 @@ def test_ctrl_c_stops_every_worker_and_saves_a_partial_run(start_sim, tmp_path):
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while not all((run_dir / "workers" / f"w{k}.parquet").exists() for k in (0, 1)):
+        # the workers' record streams appear when they start their engines (just before t0)
+        while not all(segments(run_dir / "workers" / f"w{k}.parquet") for k in (0, 1)):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
         time.sleep(2.0)  # about 20 requests sent, several in flight
@@ -158,3 +160,73 @@ def test_a_worker_that_fails_before_t0_fails_the_run_with_its_error(tmp_path):
         execute(spec)
     m = orjson.loads((tmp_path / "bad" / "manifest.json").read_bytes())
     assert m["status"] == "failed" and "worker 1 failed" in m["failure"]
+
+
+def test_sessions_stay_in_one_worker_and_keep_their_turn_order(start_sim, tmp_path):
+    from arrivals.plan import read_plan
+    from tests.test_sessions import sharegpt_file
+
+    srv = start_sim("--step-base-ms", "1")
+    plan = tmp_path / "p.jsonl"
+    subprocess.run([sys.executable, "-m", "loadgen", "plan", "--dataset-name", "sharegpt",
+                    "--dataset-path", str(sharegpt_file(tmp_path)), "--dataset-sessions",
+                    "--think-time", "0.1", "--request-rate", "5", "--output-len", "4",
+                    "--seed", "2", "-o", str(plan)], check=True, timeout=60,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wl = read_plan(plan)
+    res = execute(_spec(srv.base_url, wl, tmp_path, "s2", workers=2, max_send_lag_ms=50.0))
+    assert res.exit_code == 0, res.text
+    rows = load_run(res.run_dir).requests.sort_by("request_id").to_pylist()
+    assert [r["request_id"] for r in rows] == list(range(len(wl))) and len(rows) == 6
+    assert all(r["status"] == "ok" for r in rows)
+    by_session: dict[str, list[dict]] = {}
+    for r in rows:
+        by_session.setdefault(r["session_id"], []).append(r)
+    assert len(by_session) == 3 and {r["worker"] for r in rows} == {0, 1}
+    for turns in by_session.values():
+        assert len({r["worker"] for r in turns}) == 1  # a session never changes worker
+        turns.sort(key=lambda r: r["turn"])
+        assert [r["turn"] for r in turns] == list(range(len(turns)))
+        for prev, nxt in zip(turns, turns[1:], strict=False):
+            assert nxt["t_sent"] >= prev["t_done"] + 0.1 - 0.002  # a think time after its end
+
+
+def test_a_killed_worker_is_named_and_its_streamed_records_are_kept(start_sim, tmp_path):
+    # SIGKILL of one worker mid-run: the other finishes its share; the dead one's crash-safe
+    # record stream (loadgen/stream_table.py) is salvaged up to its last flush
+    srv = start_sim("--step-base-ms", "2")
+    run_dir = tmp_path / "kw"
+    cmd = [sys.executable, "-m", "loadgen", "run", "--base-url", srv.base_url, "--model", "sim-llm",
+           "--request-rate", "20", "--num-prompts", "120", "--random-input-len", "8",
+           "--random-output-len", "4", "--seed", "4", "--workers", "2", "--no-progress",
+           "--no-telemetry", "--result-dir", str(tmp_path), "--run-name", "kw"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not all(segments(run_dir / "workers" / f"w{k}.parquet") for k in (0, 1)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(2.5)  # worker 0 has streamed at least one batch (one a second)
+        ws = [c for c in psutil.Process(proc.pid).children()
+              if "loadgen.worker_process" in " ".join(c.cmdline())]
+        assert len(ws) == 2
+        ws[0].kill()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, err.decode()[-2000:]  # INVALID: not every request recorded
+    m = orjson.loads((run_dir / "manifest.json").read_bytes())
+    gen = m["generator"]
+    assert m["status"] == "partial" and len(gen["workers_failed"]) == 1
+    k = int(next(iter(gen["workers_failed"])))  # the killed one
+    assert f"worker {k} exited" in gen["workers_failed"][str(k)]
+    salvaged = gen["salvaged_records"][str(run_dir / "workers" / f"w{k}.parquet")]
+    t = pq.read_table(run_dir / "requests.parquet")
+    workers = t.column("worker").to_pylist()
+    ids = t.column("request_id").to_pylist()
+    assert salvaged >= 10 and workers.count(k) == salvaged  # its flushed records
+    assert workers.count(1 - k) == 60  # the other one finished its share
+    assert len(set(ids)) == len(ids) and all(i % 2 == w for i, w in zip(ids, workers, strict=True))

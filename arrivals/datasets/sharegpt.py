@@ -75,3 +75,55 @@ def read_sharegpt(path: str | Path, *, multi_turn: bool = False) -> DatasetItems
                         info={"conversations": len(data), "skipped_no_human_turn": skipped,
                               "started_with_gpt_turn": leading_gpt,
                               "mode": "multi_turn_flattened" if multi_turn else "first_turn"})
+
+
+def read_sharegpt_conversations(path: str | Path) -> tuple[list, dict]:
+    """Every conversation of a ShareGPT file as turns ``(user text, recorded reply)``, for
+    multi-turn sessions (arrivals/conversations.py).
+
+    Empty messages are dropped; leading gpt turns (a split conversation's continuation) are
+    skipped; system turns before the first human turn become the system prompt, later ones
+    are ignored (counted); consecutive messages of the same side are joined with a blank
+    line, so turns alternate user/assistant. The last turn's reply is None when the
+    conversation ends on a human message.
+    """
+    from arrivals.conversations import Conversation
+
+    p = Path(path)
+    data = read_json_file(p)
+    if not isinstance(data, list):
+        raise DatasetError(p, "expected a JSON array of conversations (ShareGPT format)")
+    convs = []
+    skipped = leading_gpt = late_system = merged = 0
+    for i, rec in enumerate(data):
+        cid, turns = _turns(p, i, rec)
+        msgs = [(who, v) for who, v in turns if v.strip()]
+        first = next((k for k, (who, _) in enumerate(msgs) if who in _HUMAN), None)
+        if first is None:
+            skipped += 1
+            continue
+        leading_gpt += any(who in _GPT for who, _ in msgs[:first])
+        system = "\n\n".join(v for who, v in msgs[:first] if who == "system") or None
+        blocks: list[list] = []  # [side, text]
+        for who, v in msgs[first:]:
+            side = "user" if who in _HUMAN else "assistant" if who in _GPT else None
+            if side is None:
+                late_system += 1
+                continue
+            if blocks and blocks[-1][0] == side:
+                blocks[-1][1] += "\n\n" + v
+                merged += 1
+            else:
+                blocks.append([side, v])
+        pairs = []
+        for k in range(0, len(blocks), 2):
+            reply = blocks[k + 1][1] if k + 1 < len(blocks) else None
+            pairs.append((blocks[k][1], reply))
+        convs.append(Conversation(id=cid, turns=pairs, system=system))
+    if not convs:
+        raise DatasetError(p, "no conversation with a human turn; is this a ShareGPT file?")
+    turns_n = [len(c.turns) for c in convs]
+    return convs, {"conversations": len(data), "skipped_no_human_turn": skipped,
+                   "started_with_gpt_turn": leading_gpt, "ignored_late_system_turns": late_system,
+                   "merged_consecutive_same_side": merged, "mode": "sessions",
+                   "turns": sum(turns_n), "max_turns": max(turns_n)}

@@ -14,14 +14,15 @@ from arrivals.traces.trace import TraceFormatError
 
 def json_lines(path: str | Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) per non-blank line; each object must have the ``required`` keys."""
-    with open_text(path) as f:
+    open_text(path).close()  # a missing file: the same message as the CSV readers
+    with open(path, "rb") as f:  # bytes: orjson checks the UTF-8 (and names the line below)
         for line, text in enumerate(f, start=1):
             if not text.strip():
                 continue
             try:
                 rec = orjson.loads(text)
             except orjson.JSONDecodeError as e:
-                raise TraceFormatError(path, line, None, f"not valid JSON ({e}); "
+                raise TraceFormatError(path, line, None, f"not valid JSON or not UTF-8 ({e}); "
                                        "expected one JSON object per line") from None
             if not isinstance(rec, dict):
                 raise TraceFormatError(path, line, None, "expected a JSON object per line")

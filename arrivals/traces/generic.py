@@ -1,7 +1,9 @@
 """Any CSV or JSONL trace, given a column mapping.
 
 ``columns`` maps our names to the file's: ``time``, ``input`` and ``output`` are required;
-``model``, ``log_type`` and ``session_id`` are optional and kept as extra columns.
+``model``, ``log_type``, ``session_id`` and ``elapsed`` (seconds the request took in the
+traced service, read as the extra column ``elapsed_time``) are optional and kept as extra
+columns.
 ``time_unit`` says what the time column holds: ``s``, ``ms``, ``us``, ``ns`` (numbers) or
 ``iso`` (ISO 8601 date-times, parsed with numpy datetime64). A row whose output is 0 is
 marked failed (``ok = False``), like BurstGPT's failures.
@@ -20,7 +22,7 @@ from arrivals.traces._jsonl import json_lines
 from arrivals.traces.trace import Trace, TraceFormatError, build_trace, parse_float, parse_int
 
 REQUIRED = ("time", "input", "output")
-OPTIONAL = ("model", "log_type", "session_id")
+OPTIONAL = ("model", "log_type", "session_id", "elapsed")
 UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}  # divisors to seconds
 
 
@@ -58,6 +60,7 @@ def read_generic(
     out: list[int] = []
     line_no: list[int] = []
     extra: dict[str, list] = {k: [] for k in OPTIONAL if k in columns}
+    elapsed = extra.pop("elapsed", None)
     for line, r in it:
         tc = columns["time"]
         if time_unit == "iso":
@@ -74,9 +77,16 @@ def read_generic(
             if columns[k] not in r:
                 raise TraceFormatError(path, line, columns[k], "missing column")
             extra[k].append(r[columns[k]])
+        if elapsed is not None:
+            ec = columns["elapsed"]
+            if ec not in r:
+                raise TraceFormatError(path, line, ec, "missing column")
+            elapsed.append(parse_float(r[ec], path, line, ec))
         line_no.append(line)
     if time_unit == "iso" and t:
         ns = np.array(t, dtype="datetime64[ns]").astype(np.int64)
         t = list((ns - ns.min()).astype(np.float64) / 1e9)
+    if elapsed is not None:
+        extra["elapsed_time"] = elapsed
     ok = [o > 0 for o in out]
     return build_trace(t, inp, out, line_no, source=path, format=format, ok=ok, extra=extra)

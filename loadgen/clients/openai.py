@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,7 @@ import orjson
 from loadgen.clients.base import Sender
 from loadgen.clients.pool import make_session
 from loadgen.records import Record
-from loadgen.sse import parse_stream
+from loadgen.sse import TIMINGS_KEYS, parse_stream
 
 if TYPE_CHECKING:
     from arrivals.workload import Workload
@@ -40,6 +41,17 @@ BACKEND_ENDPOINTS = {
 }
 
 
+DEFAULT_MAX_RESPONSE_BYTES = 256 << 20
+ERROR_BODY_BYTES = 64 << 10
+PARSE_IN_THREAD_BYTES = 1 << 20
+"""Responses larger than this are parsed in a thread, so the pacer is not held up."""
+"""Bytes of an error response kept (its first 300 characters go into the record)."""
+
+
+class ResponseTooLarge(Exception):
+    """The response body passed ``ClientConfig.max_response_bytes``."""
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     base_url: str  # e.g. http://127.0.0.1:8000 (no trailing /v1)
@@ -53,6 +65,13 @@ class ClientConfig:
     timeout_s: float = 600.0
     extra_body: dict[str, Any] = field(default_factory=dict)
     served_model_name: str | None = None  # the "model" field sent, if it differs from model
+    # A response body larger than this is cut off and recorded as invalid_response, so that a
+    # runaway stream cannot exhaust memory (a 128k-token stream is ~40 MB).
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    verify_tls: bool = True  # HTTPS certificates are verified unless --insecure
+    # ask for usage in every chunk (vLLM's and the sim's stream_options.continuous_usage_stats)
+    # so that chunks carrying several tokens are counted exactly (records' chunk_tokens)
+    continuous_usage: bool = False
 
     @property
     def url(self) -> str:
@@ -69,18 +88,23 @@ class ClientConfig:
         return h
 
 
-def build_body(cfg: ClientConfig, prompt: str, max_tokens: int) -> bytes:
+def build_body(cfg: ClientConfig, prompt: str, max_tokens: int,
+               messages: list[dict[str, str]] | None = None) -> bytes:
     """The JSON body of one request. ``--ignore-eos`` asks for exactly ``max_tokens`` tokens
-    with vLLM's ``ignore_eos`` and ``min_tokens`` (also understood by several other servers)."""
+    with vLLM's ``ignore_eos`` and ``min_tokens`` (also understood by several other servers).
+    ``messages`` (a session turn's chat history) is sent as is on chat endpoints; completions
+    endpoints get ``prompt`` (the same history, flattened)."""
     body: dict[str, Any] = {"model": cfg.served_model_name or cfg.model}
     if cfg.chat:
-        body["messages"] = [{"role": "user", "content": prompt}]
+        body["messages"] = messages or [{"role": "user", "content": prompt}]
     else:
         body["prompt"] = prompt
     body["max_tokens"] = int(max_tokens)
     body["stream"] = cfg.stream
-    if cfg.stream and cfg.include_usage:
+    if cfg.stream and (cfg.include_usage or cfg.continuous_usage):
         body["stream_options"] = {"include_usage": True}
+        if cfg.continuous_usage:
+            body["stream_options"]["continuous_usage_stats"] = True
     if cfg.ignore_eos:
         body["ignore_eos"] = True
         body["min_tokens"] = int(max_tokens)
@@ -94,10 +118,12 @@ def _finish_stream(rec: Record, pieces: list[bytes], times: list[float], chat: b
     if res.token_times:
         rec.t_first_token = res.token_times[0]
         rec.chunk_times = res.token_times
+        rec.chunk_tokens = res.chunk_tokens()
         if len(res.token_times) > 1:
             tt = res.token_times
             rec.max_itl = max(b - a for a, b in zip(tt, tt[1:], strict=False))
     _set_usage(rec, res.usage, count_chunks=True)
+    _set_timings(rec, res.timings, res.timings_kind)
     if res.error:
         rec.status, rec.error = "invalid_response", res.error
     elif not (res.done or res.finish_reason):
@@ -123,6 +149,32 @@ def _set_usage(rec: Record, usage: dict | None, count_chunks: bool) -> None:
         rec.input_tokens, rec.input_tokens_source = rec.expected_input_tokens, "dataset"
 
 
+def _seconds(d: dict, key: str, scale: float = 1.0) -> float:
+    v = d.get(key)
+    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
+        return float(v) * scale
+    return math.nan
+
+
+def _set_timings(rec: Record, timings: dict | None, kind: str | None) -> None:
+    """Server-reported per-request timings into ``server_{queue,prefill,decode}_s``.
+
+    ``server_timings``/``sim_timings`` (our servers): ``queue_s``, ``prefill_s``, ``decode_s``
+    in seconds. llama-server's ``timings``: ``prompt_ms`` (prompt processing, which yields the
+    first token) is the prefill and ``predicted_ms`` the decode; it reports no queue time.
+    A field that is missing or not a number >= 0 stays NaN.
+    """
+    if not timings:
+        return
+    if kind == "timings":
+        rec.server_prefill_s = _seconds(timings, "prompt_ms", 1e-3)
+        rec.server_decode_s = _seconds(timings, "predicted_ms", 1e-3)
+    else:
+        rec.server_queue_s = _seconds(timings, "queue_s")
+        rec.server_prefill_s = _seconds(timings, "prefill_s")
+        rec.server_decode_s = _seconds(timings, "decode_s")
+
+
 def _finish_json(rec: Record, data: bytes, chat: bool) -> None:
     try:
         obj = orjson.loads(data)
@@ -136,6 +188,23 @@ def _finish_json(rec: Record, data: bytes, chat: bool) -> None:
     rec.n_chunks = 1 if text else 0
     rec.status = "ok"
     _set_usage(rec, obj.get("usage"), count_chunks=False)
+    for key in TIMINGS_KEYS:
+        if isinstance(obj.get(key), dict):
+            _set_timings(rec, obj[key], key)
+            break
+
+
+def _finish(rec: Record, pieces: list[bytes], times: list[float], chat: bool, stream: bool,
+            n: int, limit: int) -> None:
+    """Parse a received body into ``rec`` (status, tokens, times)."""
+    if stream:
+        _finish_stream(rec, pieces, times, chat)
+    elif n <= limit:
+        _finish_json(rec, b"".join(pieces), chat)
+    if n > limit:
+        rec.status = "invalid_response"
+        rec.error = (f"response larger than {limit} bytes (--max-response-bytes); cut off "
+                     f"after {n} bytes, {len(pieces)} reads")
 
 
 def _describe(e: BaseException) -> str:
@@ -159,34 +228,36 @@ async def send(
     """
     clock = time.perf_counter
     chat = cfg.chat
+    limit = cfg.max_response_bytes
     rec.t_sent = clock() - t0
     try:
         async with session.post(cfg.url, data=body, headers=headers, timeout=timeout) as resp:
             rec.t_first_byte = clock() - t0
             rec.http_status = resp.status
             if resp.status >= 300:
-                data = await resp.read()
+                data = await _read_capped(resp, ERROR_BODY_BYTES)
                 rec.t_done = clock() - t0
                 rec.response_bytes = len(data)
                 rec.status = "http_error"
                 retry = resp.headers.get("Retry-After")
                 rec.error = f"HTTP {resp.status}{f' (Retry-After: {retry})' if retry else ''}: " + data[:300].decode("utf-8", "replace")
                 return
-            if cfg.stream:
-                pieces: list[bytes] = []
-                times: list[float] = []
-                append_p, append_t = pieces.append, times.append
-                async for piece in resp.content.iter_any():
-                    append_t(clock() - t0)
-                    append_p(piece)
-                rec.t_done = clock() - t0
-                rec.response_bytes = sum(map(len, pieces))
-                _finish_stream(rec, pieces, times, chat)
-            else:
-                data = await resp.read()
-                rec.t_done = clock() - t0
-                rec.response_bytes = len(data)
-                _finish_json(rec, data, chat)
+            pieces: list[bytes] = []
+            times: list[float] = []
+            append_p, append_t = pieces.append, times.append
+            n = 0
+            async for piece in resp.content.iter_any():
+                append_t(clock() - t0)
+                append_p(piece)
+                n += len(piece)
+                if n > limit:
+                    break
+            rec.t_done = clock() - t0
+            rec.response_bytes = n
+            if n > PARSE_IN_THREAD_BYTES:  # a giant response: parse it off the event loop
+                await asyncio.to_thread(_finish, rec, pieces, times, chat, cfg.stream, n, limit)
+                return
+            _finish(rec, pieces, times, chat, cfg.stream, n, limit)
     except asyncio.CancelledError:
         rec.t_done = clock() - t0
         rec.status, rec.error = "cancelled", "cancelled by the generator"
@@ -211,6 +282,19 @@ async def send(
         rec.status, rec.error = "invalid_response", _describe(e)
 
 
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most about ``limit`` bytes of the body (the rest is left unread; the connection is
+    then not reused)."""
+    parts: list[bytes] = []
+    n = 0
+    async for piece in resp.content.iter_any():
+        parts.append(piece)
+        n += len(piece)
+        if n >= limit:
+            break
+    return b"".join(parts)
+
+
 class OpenAIClient:
     """The ``Client`` (loadgen/clients/base.py) for OpenAI-compatible endpoints."""
 
@@ -230,6 +314,10 @@ class OpenAIClient:
     def prepare(self, workload: Workload) -> Sequence[bytes]:
         """Every request body, JSON-encoded before t0 so the event loop only sends bytes."""
         outs = workload.output_tokens.tolist()
+        ss = workload.sessions
+        if self.cfg.chat and ss is not None and ss.messages is not None:
+            return [build_body(self.cfg, p, o, m)
+                    for p, o, m in zip(workload.prompts, outs, ss.messages, strict=True)]
         return [build_body(self.cfg, p, o) for p, o in zip(workload.prompts, outs, strict=True)]
 
     @contextlib.asynccontextmanager
@@ -237,7 +325,7 @@ class OpenAIClient:
         cfg = self.cfg
         headers = cfg.request_headers()
         timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
-        async with make_session(opts, cfg.timeout_s) as session:
+        async with make_session(opts, cfg.timeout_s, verify_tls=cfg.verify_tls) as session:
 
             async def sender(body: bytes, rec: Record, t0: float) -> None:
                 await send(session, cfg, headers, body, rec, t0, timeout)

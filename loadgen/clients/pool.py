@@ -8,10 +8,12 @@ from typing import Any
 import aiohttp
 
 
-def make_session(opts: Any, timeout_s: float) -> aiohttp.ClientSession:
+def make_session(opts: Any, timeout_s: float, *, verify_tls: bool = True) -> aiohttp.ClientSession:
     """One keep-alive connection pool, unlimited unless asked, large read buffers.
 
-    ``opts`` is the run's ``EngineOptions`` (``connection_limit``, ``read_bufsize``).
+    ``opts`` is the run's ``EngineOptions`` (``connection_limit``, ``read_bufsize``). HTTPS
+    certificates are verified (the system's trust store) unless ``verify_tls`` is False
+    (``--insecure``).
     """
     connector = aiohttp.TCPConnector(
         limit=opts.connection_limit,
@@ -19,6 +21,7 @@ def make_session(opts: Any, timeout_s: float) -> aiohttp.ClientSession:
         ttl_dns_cache=None,
         family=socket.AF_UNSPEC,
         enable_cleanup_closed=False,
+        ssl=bool(verify_tls),  # True: verified against the system trust store
     )
     return aiohttp.ClientSession(
         connector=connector,

@@ -142,7 +142,7 @@ def _worker_count(ray: Any, workers: int) -> int:
 
 
 def run_ray(spec: Any, run_dir: Path, manifest: dict[str, Any], address: str,
-            workers: int) -> dict[str, Any]:
+            workers: int, tokenize_counts: list[int | None] | None = None) -> dict[str, Any]:
     """Run ``spec`` on a Ray cluster; return the finished manifest (as ``run_local``)."""
     ray, started_here = _connect(address, workers)
     from ray.util.placement_group import placement_group, remove_placement_group
@@ -153,7 +153,7 @@ def run_ray(spec: Any, run_dir: Path, manifest: dict[str, Any], address: str,
     if cpus < n:
         raise RayUnavailable(f"the Ray cluster has {cpus:g} CPUs; {n} workers need one each "
                              "(lower --workers or add nodes)")
-    jobs = make_jobs(spec, n, run_dir / "workers")
+    jobs = make_jobs(spec, n, run_dir / "workers", tokenize_counts)
     pg = placement_group([{"CPU": 1}] * n, strategy="SPREAD")
     actor_cls = ray.remote(num_cpus=1, max_concurrency=2)(LoadWorker)
     actors: list[Any] = []
@@ -167,7 +167,7 @@ def run_ray(spec: Any, run_dir: Path, manifest: dict[str, Any], address: str,
                        timeout=READY_TIMEOUT_S)
         nodes = ray.get([a.where.remote() for a in actors])
         clocks = [_measure(ray, a) for a in actors]
-        tel = _telemetry(spec)
+        tel = _telemetry(spec, run_dir)
         margin = start_margin([c["rtt_s"] for c in clocks], START_FLOOR_S)
         start_wall = time.time() + margin
         t0 = time.perf_counter() + (start_wall - time.time())  # the driver's t0 (telemetry)

@@ -1,5 +1,6 @@
 """Sub-commands ``loadgen env [--json]``, ``loadgen env diff A B``, ``loadgen probe memcpy``,
-``loadgen telemetry join RUN_DIR``, and the telemetry flags of ``loadgen run``."""
+``loadgen telemetry join RUN_DIR``, ``loadgen telemetry recover RUN_DIR``, and the telemetry
+flags of ``loadgen run``."""
 
 from __future__ import annotations
 
@@ -122,6 +123,20 @@ def cmd_join(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recover(ns: argparse.Namespace) -> int:
+    from loadgen.telemetry.recover import recover_telemetry
+
+    try:
+        info = recover_telemetry(ns.run_dir)
+    except FileNotFoundError as e:
+        print(f"loadgen telemetry recover: {e}", file=sys.stderr)
+        return 1
+    for name, f in info["files"].items():
+        print(f"wrote {Path(ns.run_dir) / name}: {f['rows']} rows from {f['samples']} samples "
+              f"({f['dropped_lines']} cut-short lines dropped); t from {f['t_origin']}")
+    return 0
+
+
 def register(sub: Any) -> None:
     e = sub.add_parser("env", help="print this machine's environment manifest; env diff A B",
                        description="The environment manifest recorded in every run "
@@ -148,9 +163,13 @@ def register(sub: Any) -> None:
     m.add_argument("--no-device", action="store_true", help="host copies only, even with a GPU")
     m.set_defaults(handler=cmd_probe_memcpy)
 
-    t = sub.add_parser("telemetry", help="post-process a run's telemetry (join)")
+    t = sub.add_parser("telemetry", help="post-process a run's telemetry (join, recover)")
     tsub = t.add_subparsers(dest="telemetry_command", required=True, metavar="ACTION")
     j = tsub.add_parser("join", help="per-request server queue/batch/KV at send time "
                         "-> requests_joined.parquet")
     j.add_argument("run_dir")
     j.set_defaults(handler=cmd_join)
+    r = tsub.add_parser("recover", help="write telemetry.parquet/server_metrics.parquet from "
+                        "the spool files of a run whose generator and telemetry process died")
+    r.add_argument("run_dir")
+    r.set_defaults(handler=cmd_recover)

@@ -231,18 +231,40 @@ def virtualization_section(cpu_flags: Any = None) -> U:
     return s.d
 
 
-def _nvml_call(fn, *args) -> Any:
+def _nvml(name: str, *args: Any) -> Any:
+    """``pynvml.<name>(*args)``, or ``{"unavailable": reason}`` when this nvidia-ml-py lacks the
+    call or NVML refuses it (NotSupported on a MIG slice, NoPermission in a container...)."""
     import pynvml
 
+    fn = getattr(pynvml, name, None)
+    if fn is None:
+        return unavailable(f"this nvidia-ml-py has no {name}")
     try:
         v = fn(*args)
     except pynvml.NVMLError as e:
-        return unavailable(f"NVML {fn.__name__}: {e}")
+        return unavailable(f"NVML {name}: {e}")
     return v.decode() if isinstance(v, bytes) else v
 
 
+def _attr(v: Any, name: str) -> Any:
+    """A field of an NVML struct, passing an ``unavailable`` dict through."""
+    if isinstance(v, dict):
+        return v
+    x = getattr(v, name, None)
+    if x is None:
+        return unavailable(f"NVML result {type(v).__name__} has no {name}")
+    return x.decode() if isinstance(x, bytes) else x
+
+
 def gpu_section() -> U:
-    """GPUs via NVML (nvidia-ml-py): model, driver, CUDA, memory, clocks, power, MIG, topology."""
+    """GPUs via NVML (nvidia-ml-py): model, driver, CUDA, memory, clocks, power, MIG, topology.
+
+    Fails soft at every level: no library, no driver (nvmlInit fails), a call this library
+    version lacks or NVML refuses (that field only), or anything else going wrong while
+    listing (the whole section becomes ``{"unavailable": reason}``): a manifest is never lost
+    to a GPU query. Tested here with a fake NVML module only (tests/test_telemetry_gpu_fake.py);
+    see docs/telemetry.md for what has not been run on a real GPU.
+    """
     src = "NVML (nvidia-ml-py)"
     try:
         import pynvml
@@ -251,60 +273,61 @@ def gpu_section() -> U:
                 "source": src}
     try:
         pynvml.nvmlInit()
-    except pynvml.NVMLError as e:
+    except Exception as e:  # noqa: BLE001 - NVMLError, or a broken library: say which
         return {"unavailable": f"NVML could not initialise: {e} (no NVIDIA driver/GPU here)",
                 "source": src}
     try:
-        n = pynvml.nvmlDeviceGetCount()
-        cuda = _nvml_call(pynvml.nvmlSystemGetCudaDriverVersion_v2)
-        out: U = {
-            "source": src,
-            "driver_version": _nvml_call(pynvml.nvmlSystemGetDriverVersion),
-            "cuda_driver_version": (f"{cuda // 1000}.{cuda % 1000 // 10}"
-                                    if isinstance(cuda, int) else cuda),
-            "nvml_version": _nvml_call(pynvml.nvmlSystemGetNVMLVersion),
-            "count": n,
-            "devices": [],
-        }
-        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(n)]
-        for i, h in enumerate(handles):
-            mem = _nvml_call(pynvml.nvmlDeviceGetMemoryInfo, h)
-            mig = _nvml_call(pynvml.nvmlDeviceGetMigMode, h)
-            pci = _nvml_call(pynvml.nvmlDeviceGetPciInfo, h)
-            d: U = {
-                "index": i,
-                "name": _nvml_call(pynvml.nvmlDeviceGetName, h),
-                "uuid": _nvml_call(pynvml.nvmlDeviceGetUUID, h),
-                "pci_bus_id": pci.busId.decode() if hasattr(pci, "busId") and isinstance(
-                    pci.busId, bytes) else getattr(pci, "busId", pci),
-                "memory_total_bytes": mem.total if hasattr(mem, "total") else mem,
-                "max_clock_sm_mhz": _nvml_call(pynvml.nvmlDeviceGetMaxClockInfo, h,
-                                               pynvml.NVML_CLOCK_SM),
-                "max_clock_mem_mhz": _nvml_call(pynvml.nvmlDeviceGetMaxClockInfo, h,
-                                                pynvml.NVML_CLOCK_MEM),
-                "app_clock_sm_mhz": _nvml_call(pynvml.nvmlDeviceGetApplicationsClock, h,
-                                               pynvml.NVML_CLOCK_SM),
-                "power_limit_w": _scale(_nvml_call(pynvml.nvmlDeviceGetPowerManagementLimit, h),
-                                        1e-3),
-                "persistence_mode": _nvml_call(pynvml.nvmlDeviceGetPersistenceMode, h),
-                "compute_mode": _nvml_call(pynvml.nvmlDeviceGetComputeMode, h),
-                "vbios": _nvml_call(pynvml.nvmlDeviceGetVbiosVersion, h),
-                "ecc_mode": _nvml_call(pynvml.nvmlDeviceGetEccMode, h),
-                "mig_mode": ({"current": mig[0], "pending": mig[1]}
-                             if isinstance(mig, list | tuple) else mig),
-                "mig_instances": _mig_instances(h) if isinstance(mig, list | tuple) and mig[0]
-                else [],
-            }
-            out["devices"].append(d)
-        out["topology"] = {
-            f"{i}-{j}": _nvml_call(pynvml.nvmlDeviceGetTopologyCommonAncestor, handles[i],
-                                   handles[j])
-            for i in range(n) for j in range(i + 1, n)}
-        out["topology_levels"] = "0 internal, 10 single PCIe switch, 20 multiple switches, " \
-            "30 host bridge, 40 same NUMA node, 50 across sockets (nvmlGpuTopologyLevel_t)"
-        return out
+        return _gpu_devices(pynvml, src)
+    except Exception as e:  # noqa: BLE001 - never lose the manifest to a GPU query
+        return {"unavailable": f"NVML query failed: {type(e).__name__}: {e}", "source": src}
     finally:
-        pynvml.nvmlShutdown()
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001, S110 - shutting down: nothing left to report
+            pass
+
+
+def _gpu_devices(pynvml: Any, src: str) -> U:
+    n = pynvml.nvmlDeviceGetCount()
+    cuda = _nvml("nvmlSystemGetCudaDriverVersion_v2")
+    out: U = {
+        "source": src,
+        "driver_version": _nvml("nvmlSystemGetDriverVersion"),
+        "cuda_driver_version": (f"{cuda // 1000}.{cuda % 1000 // 10}"
+                                if isinstance(cuda, int) else cuda),
+        "nvml_version": _nvml("nvmlSystemGetNVMLVersion"),
+        "count": n,
+        "devices": [],
+    }
+    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(n)]
+    for i, h in enumerate(handles):
+        mem = _nvml("nvmlDeviceGetMemoryInfo", h)
+        mig = _nvml("nvmlDeviceGetMigMode", h)
+        mig_on = isinstance(mig, list | tuple) and bool(mig[0])
+        out["devices"].append({
+            "index": i,
+            "name": _nvml("nvmlDeviceGetName", h),
+            "uuid": _nvml("nvmlDeviceGetUUID", h),
+            "pci_bus_id": _attr(_nvml("nvmlDeviceGetPciInfo", h), "busId"),
+            "memory_total_bytes": _attr(mem, "total"),
+            "max_clock_sm_mhz": _nvml("nvmlDeviceGetMaxClockInfo", h, pynvml.NVML_CLOCK_SM),
+            "max_clock_mem_mhz": _nvml("nvmlDeviceGetMaxClockInfo", h, pynvml.NVML_CLOCK_MEM),
+            "app_clock_sm_mhz": _nvml("nvmlDeviceGetApplicationsClock", h, pynvml.NVML_CLOCK_SM),
+            "power_limit_w": _scale(_nvml("nvmlDeviceGetPowerManagementLimit", h), 1e-3),
+            "persistence_mode": _nvml("nvmlDeviceGetPersistenceMode", h),
+            "compute_mode": _nvml("nvmlDeviceGetComputeMode", h),
+            "vbios": _nvml("nvmlDeviceGetVbiosVersion", h),
+            "ecc_mode": _nvml("nvmlDeviceGetEccMode", h),
+            "mig_mode": ({"current": mig[0], "pending": mig[1]}
+                         if isinstance(mig, list | tuple) else mig),
+            "mig_instances": _mig_instances(h) if mig_on else [],
+        })
+    out["topology"] = {f"{i}-{j}": _nvml("nvmlDeviceGetTopologyCommonAncestor", handles[i],
+                                         handles[j])
+                       for i in range(n) for j in range(i + 1, n)}
+    out["topology_levels"] = "0 internal, 10 single PCIe switch, 20 multiple switches, " \
+        "30 host bridge, 40 same NUMA node, 50 across sockets (nvmlGpuTopologyLevel_t)"
+    return out
 
 
 def _scale(v: Any, k: float) -> Any:
@@ -312,21 +335,18 @@ def _scale(v: Any, k: float) -> Any:
 
 
 def _mig_instances(h: Any) -> list[U]:
-    import pynvml
-
+    """The MIG devices of a GPU in MIG mode (slots without an instance are skipped)."""
     out = []
-    count = _nvml_call(pynvml.nvmlDeviceGetMaxMigDeviceCount, h)
+    count = _nvml("nvmlDeviceGetMaxMigDeviceCount", h)
     for j in range(count if isinstance(count, int) else 0):
-        try:
-            m = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(h, j)
-        except pynvml.NVMLError:
+        m = _nvml("nvmlDeviceGetMigDeviceHandleByIndex", h, j)
+        if isinstance(m, dict):  # NotFound: no instance in this slot
             continue
-        mem = _nvml_call(pynvml.nvmlDeviceGetMemoryInfo, m)
-        out.append({"index": j, "uuid": _nvml_call(pynvml.nvmlDeviceGetUUID, m),
-                    "name": _nvml_call(pynvml.nvmlDeviceGetName, m),
-                    "gpu_instance_id": _nvml_call(pynvml.nvmlDeviceGetGpuInstanceId, m),
-                    "compute_instance_id": _nvml_call(pynvml.nvmlDeviceGetComputeInstanceId, m),
-                    "memory_total_bytes": getattr(mem, "total", mem)})
+        out.append({"index": j, "uuid": _nvml("nvmlDeviceGetUUID", m),
+                    "name": _nvml("nvmlDeviceGetName", m),
+                    "gpu_instance_id": _nvml("nvmlDeviceGetGpuInstanceId", m),
+                    "compute_instance_id": _nvml("nvmlDeviceGetComputeInstanceId", m),
+                    "memory_total_bytes": _attr(_nvml("nvmlDeviceGetMemoryInfo", m), "total")})
     return out
 
 

@@ -5,15 +5,10 @@ from the last scrape at or before its ``t_sent`` (``server_metrics.parquet``), p
 that scrape; requests.parquet itself is never changed (the result goes to
 ``requests_joined.parquet``).
 
-``decompose_ttft`` splits TTFT measured from t_intended, for servers that report per-request
-timings (the sim's ``sim_timings``: queue_s, prefill_s; llama.cpp's ``timings``:
-prompt_ms), into
-    generator_lag = t_sent - t_intended            (the generator's own lateness + slot wait)
-    server_queue  = queue_s                        (waiting for a batch slot)
-    server_prefill = prefill_s                     (the prefill iteration(s))
-    transport     = (t_first_token - t_sent) - queue_s - prefill_s
-                    (network both ways, HTTP/SSE framing and client parsing; can be slightly
-                     negative when the server's and client's clocks disagree at the ms level)
+``decompose_ttft`` splits TTFT measured from t_intended into generator lag, server queue,
+server prefill and transport/other, from the server-reported timings that the client stores
+in requests.parquet (``server_queue_s``, ``server_prefill_s``); the definitions and the
+per-request/summary functions are in ``analysis/ttft_parts.py``.
 """
 
 from __future__ import annotations
@@ -73,8 +68,10 @@ def join_requests(run_dir: str | Path, write: bool = True) -> tuple[pa.Table, di
 
 def decompose_ttft(t_intended: np.ndarray, t_sent: np.ndarray, t_first_token: np.ndarray,
                    queue_s: np.ndarray, prefill_s: np.ndarray) -> dict[str, np.ndarray]:
-    """TTFT from t_intended = generator_lag + server_queue + server_prefill + transport."""
-    ti, tsn, tf = (np.asarray(x, float) for x in (t_intended, t_sent, t_first_token))
-    q, p = np.asarray(queue_s, float), np.asarray(prefill_s, float)
-    return {"ttft_intended": tf - ti, "generator_lag": tsn - ti, "server_queue": q,
-            "server_prefill": p, "transport": (tf - tsn) - q - p}
+    """TTFT from t_intended = generator_lag + server_queue + server_prefill + transport
+    (``analysis.ttft_parts.decompose``; ``transport`` is its ``transport_other``)."""
+    from analysis.ttft_parts import decompose
+
+    d = decompose(t_intended, t_sent, t_first_token, queue_s, prefill_s)
+    d["transport"] = d["transport_other"]
+    return d

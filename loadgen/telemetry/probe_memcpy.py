@@ -152,6 +152,7 @@ def device_copies(variant: str, size: int, repeats: int) -> list[dict[str, Any]]
     host = torch.frombuffer(buf.mm, dtype=torch.uint8, count=size, offset=offset)
     dev = torch.empty(size, dtype=torch.uint8, device="cuda")
     cudart = torch.cuda.cudart()
+    registered = False
     try:
         for pinned in (False, True):
             if pinned:
@@ -160,6 +161,7 @@ def device_copies(variant: str, size: int, repeats: int) -> list[dict[str, Any]]
                     out.append({"pinned": True, "status": "failed",
                                 "reason": f"cudaHostRegister returned {err}"})
                     continue
+                registered = True
             for direction in ("h2d", "d2h"):
                 a, b = (dev, host) if direction == "h2d" else (host, dev)
                 a.copy_(b, non_blocking=pinned)
@@ -175,9 +177,9 @@ def device_copies(variant: str, size: int, repeats: int) -> list[dict[str, Any]]
                     times.append(e0.elapsed_time(e1) / 1e3)
                 out.append({"pinned": pinned, "direction": direction, "status": "ok",
                             **_stats(times, size), "backing_src": buf.backing()})
-            if pinned:
-                cudart.cudaHostUnregister(host.data_ptr())
     finally:
+        if registered:
+            cudart.cudaHostUnregister(host.data_ptr())
         del host, dev
         buf.close()
     return out
@@ -225,11 +227,31 @@ def measure(sizes: list[int], repeats: int, device: bool = True,
                              "reason": str(e)})
                 notes.setdefault("failed_variants", {})[variant] = str(e)
                 break  # the same failure for every size
+            except Exception as e:  # noqa: BLE001 - a CUDA error: say it, measure the rest
+                if reason is not None:
+                    raise
+                msg = _device_error(e)
+                rows.append({**base, "direction": "h2d", "status": "failed", "reason": msg})
+                notes.setdefault("device_errors", {})[f"{variant}/{size}"] = msg
     if reason is None:
         for size in sizes:
-            rows += [{"size_bytes": size, "repeats": repeats, **r}
-                     for r in torch_pinned_copies(size, repeats)]
+            try:
+                rows += [{"size_bytes": size, "repeats": repeats, **r}
+                         for r in torch_pinned_copies(size, repeats)]
+            except Exception as e:  # noqa: BLE001 - as above
+                msg = _device_error(e)
+                rows.append({"variant": "torch_pinned", "size_bytes": size, "repeats": repeats,
+                             "pinned": True, "direction": "h2d", "status": "failed",
+                             "reason": msg})
+                notes.setdefault("device_errors", {})[f"torch_pinned/{size}"] = msg
+    if reason is None and notes.get("device_errors") and not any(
+            r.get("status") == "ok" and r.get("direction") in ("h2d", "d2h") for r in rows):
+        notes["device"] = {"failed": "every device copy failed; see device_errors"}
     return rows, notes
+
+
+def _device_error(e: BaseException) -> str:
+    return f"device copy failed: {type(e).__name__}: {str(e)[:300]}"
 
 
 def _table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -264,8 +286,11 @@ def render(rows: list[dict[str, Any]], notes: dict[str, Any]) -> str:
                      f"{r['direction']:4s} {r['size_bytes']:>10d} {r['gbps_median']:9.2f} "
                      f"{r['gbps_best']:9.2f}  {back}")
     dev = notes["device"]
-    if dev != "measured":
+    if isinstance(dev, dict) and "skipped" in dev:
         lines.append(f"device copies SKIPPED: {dev['skipped']}; host-to-host copies shown")
+    elif isinstance(dev, dict):
+        lines.append(f"device copies FAILED: {dev.get('failed')}: "
+                     f"{next(iter((notes.get('device_errors') or {}).values()), '')}")
     return "\n".join(lines)
 
 

@@ -10,6 +10,9 @@ clock of requests.parquet) and are shifted to the run's t0 when the table is bui
 
 The sampler measures itself: ``sampler_cpu_s_total`` is the CPU time of its own thread
 (``time.thread_time``) and ``sample_s`` how long each sample took.
+
+With a ``spool`` (loadgen.telemetry.spool) every row is also appended to disk as it is taken,
+so a run whose generator dies keeps its samples (``loadgen.telemetry.recover``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 
 import psutil
 import pyarrow as pa
+
+from loadgen.telemetry.spool import Spool
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -114,7 +119,26 @@ def _meminfo() -> dict[str, float]:
 
 
 class GpuReader:
-    """NVML readings per GPU; ``reason`` says why there are none."""
+    """NVML readings per GPU; ``reason`` says why there are none.
+
+    Fails soft: no library or no driver gives no handles and a ``reason``; a reading NVML
+    refuses (NotSupported on a MIG slice, a GPU that fell off the bus) or a call missing from
+    this nvidia-ml-py is NaN for that field only. Tested with a fake NVML module
+    (tests/test_telemetry_gpu_fake.py); docs/telemetry.md says what never ran on a real GPU.
+    """
+
+    FIELDS = (
+        ("util_pct", "nvmlDeviceGetUtilizationRates", (), "gpu", 1.0),
+        ("mem_util_pct", "nvmlDeviceGetUtilizationRates", (), "memory", 1.0),
+        ("mem_used_bytes", "nvmlDeviceGetMemoryInfo", (), "used", 1.0),
+        ("power_w", "nvmlDeviceGetPowerUsage", (), None, 1e-3),  # mW
+        ("sm_clock_mhz", "nvmlDeviceGetClockInfo", ("NVML_CLOCK_SM",), None, 1.0),
+        ("mem_clock_mhz", "nvmlDeviceGetClockInfo", ("NVML_CLOCK_MEM",), None, 1.0),
+        ("temp_c", "nvmlDeviceGetTemperature", ("NVML_TEMPERATURE_GPU",), None, 1.0),
+        # renamed "clocks event reasons" in NVML 12.x; older bindings say "throttle"
+        ("throttle_reasons", ("nvmlDeviceGetCurrentClocksEventReasons",
+                              "nvmlDeviceGetCurrentClocksThrottleReasons"), (), None, 1.0),
+    )
 
     def __init__(self) -> None:
         self.handles: list[Any] = []
@@ -124,42 +148,57 @@ class GpuReader:
         except ImportError:
             self.reason = "nvidia-ml-py is not installed"
             return
+        self.nv = pynvml
         try:
             pynvml.nvmlInit()
-            self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i)
-                            for i in range(pynvml.nvmlDeviceGetCount())]
-        except pynvml.NVMLError as e:
+        except Exception as e:  # noqa: BLE001 - NVMLError or a broken library: say which
             self.reason = f"NVML could not initialise: {e}"
             return
-        self.nv = pynvml
+        try:
+            self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i)
+                            for i in range(pynvml.nvmlDeviceGetCount())]
+        except Exception as e:  # noqa: BLE001
+            self.reason = f"NVML could not list the GPUs: {e}"
+            self.handles = []
+            self._shutdown()
+            return
         if not self.handles:
             self.reason = "NVML sees no GPU"
+            self._shutdown()
+
+    def _call(self, names: str | tuple[str, ...], h: Any, consts: tuple[str, ...]) -> Any:
+        nv = self.nv
+        for name in (names,) if isinstance(names, str) else names:
+            fn = getattr(nv, name, None)
+            if fn is not None:
+                return fn(h, *(getattr(nv, c) for c in consts))
+        raise AttributeError(f"this nvidia-ml-py has none of {names}")
 
     def read(self) -> dict[str, float]:
-        nv, out = getattr(self, "nv", None), {}
+        out: dict[str, float] = {}
         for i, h in enumerate(self.handles):
-            p = f"gpu{i}_"
-            for name, fn in (
-                ("util_pct", lambda h: nv.nvmlDeviceGetUtilizationRates(h).gpu),
-                ("mem_util_pct", lambda h: nv.nvmlDeviceGetUtilizationRates(h).memory),
-                ("mem_used_bytes", lambda h: nv.nvmlDeviceGetMemoryInfo(h).used),
-                ("power_w", lambda h: nv.nvmlDeviceGetPowerUsage(h) / 1e3),
-                ("sm_clock_mhz", lambda h: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
-                ("mem_clock_mhz", lambda h: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM)),
-                ("temp_c", lambda h: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
-                ("throttle_reasons", lambda h: getattr(  # renamed "event reasons" in NVML 12.x
-                    nv, "nvmlDeviceGetCurrentClocksEventReasons",
-                    getattr(nv, "nvmlDeviceGetCurrentClocksThrottleReasons", None))(h)),
-            ):
+            cache: dict[str, Any] = {}
+            for col, names, consts, attr, scale in self.FIELDS:
+                key = f"{names}{consts}"
                 try:
-                    out[p + name] = float(fn(h))
-                except (nv.NVMLError, TypeError):  # TypeError: call missing in this NVML
-                    out[p + name] = NAN
+                    if key not in cache:
+                        cache[key] = self._call(names, h, consts)
+                    v = cache[key]
+                    out[f"gpu{i}_{col}"] = float(getattr(v, attr) if attr else v) * scale
+                except Exception:  # noqa: BLE001 - NVMLError, missing call: NaN, keep going
+                    cache.setdefault(key, None)
+                    out[f"gpu{i}_{col}"] = NAN
         return out
+
+    def _shutdown(self) -> None:
+        try:
+            self.nv.nvmlShutdown()
+        except Exception:  # noqa: BLE001, S110 - nothing left to report
+            pass
 
     def close(self) -> None:
         if self.handles:
-            self.nv.nvmlShutdown()
+            self._shutdown()
 
 
 @dataclass
@@ -175,6 +214,7 @@ class Sampler:
     cpu_s: float = 0.0  # the sampler thread's own CPU time
     tree_refresh_s: float = 5.0  # how often the server's process tree is re-scanned
     gen_pid: int | None = None  # the generator (default: this process)
+    spool: Spool | None = None  # also append each row here as it is taken
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -191,6 +231,9 @@ class Sampler:
     def _run(self) -> None:
         gpu = GpuReader() if self.gpus else None
         self.gpu_reason = gpu.reason if gpu else "disabled"
+        if self.spool is not None:
+            self.spool.meta(kind="sampler", pid=os.getpid(), interval_s=self.interval_s,
+                            server_pid=self.server_pid, gpu_reason=self.gpu_reason)
         prev_cores: list[tuple[int, int]] | None = None
         me = self.gen_pid or os.getpid()
         pids: list[int] | None = None
@@ -237,6 +280,8 @@ class Sampler:
                 row["sampler_cpu_s_total"] = self.cpu_s
                 row["sample_s"] = time.perf_counter() - t_start
                 self.rows.append(row)
+                if self.spool is not None:
+                    self.spool.write(row)
                 wait = self.interval_s - (time.perf_counter() - t_start)
                 if self._stop.wait(max(wait, 0.0)):
                     break
@@ -246,14 +291,7 @@ class Sampler:
 
     def table(self, t0: float) -> pa.Table:
         """All samples, with ``t`` = seconds from the run's t0 (perf_counter) first."""
-        rows = list(self.rows)
-        cols: list[str] = []
-        for r in rows:
-            cols.extend(k for k in r if k not in cols)
-        cols = [c for c in cols if c != "t_mono"]
-        arrays = [pa.array([r["t_mono"] - t0 for r in rows], pa.float64())]
-        arrays += [pa.array([r.get(c, NAN) for r in rows], pa.float64()) for c in cols]
-        return pa.Table.from_arrays(arrays, names=["t", *cols])
+        return rows_table(list(self.rows), t0)
 
     def summary(self) -> dict[str, Any]:
         n = len(self.rows)
@@ -267,3 +305,19 @@ class Sampler:
                        else ("sampled" if self.server_pid else {"unavailable": "no --server-pid"})),
             "gpu": {"unavailable": self.gpu_reason} if self.gpu_reason else "sampled via NVML",
         }
+
+
+def rows_table(rows: list[dict[str, float]], t0: float) -> pa.Table:
+    """Sample rows (dicts with ``t_mono``) as telemetry.parquet's table: ``t`` = t_mono - t0
+    first, then every column in the order it first appeared (NaN where a row lacks it)."""
+    cols: list[str] = []
+    seen: set[str] = set()
+    for r in rows:
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                cols.append(k)
+    cols = [c for c in cols if c != "t_mono"]
+    arrays = [pa.array([r["t_mono"] - t0 for r in rows], pa.float64())]
+    arrays += [pa.array([r.get(c, NAN) for r in rows], pa.float64()) for c in cols]
+    return pa.Table.from_arrays(arrays, names=["t", *cols])

@@ -14,6 +14,7 @@ queue_length (waiting requests), running (sequences in the running batch) and kv
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 import urllib.error
@@ -25,6 +26,8 @@ import numpy as np
 import orjson
 import pyarrow as pa
 from prometheus_client.parser import text_string_to_metric_families
+
+from loadgen.telemetry.spool import Spool
 
 COMMON: dict[str, tuple[str, ...]] = {
     "queue_length": (
@@ -71,6 +74,7 @@ class Scraper:
     last_error: str | None = None
     durations: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
+    spool: Spool | None = None  # also append each scrape here as it is taken
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -99,6 +103,8 @@ class Scraper:
             self.value.append(value)
         self.n_ok += 1
         self.durations.append(t_b - t_a)
+        if self.spool is not None:
+            self.spool.write({"t_mono": tm, "scrape": k, "samples": samples})
         return True
 
     def start(self) -> Scraper:
@@ -112,6 +118,9 @@ class Scraper:
             self._thread.join(self.timeout_s + 5)
 
     def _run(self) -> None:
+        if self.spool is not None:
+            self.spool.meta(kind="scraper", pid=os.getpid(), url=self.url,
+                            interval_s=self.interval_s)
         c0 = time.thread_time()
         while True:
             t = time.perf_counter()
@@ -133,6 +142,22 @@ class Scraper:
                 "scrapes_failed": self.n_failed, "last_error": self.last_error,
                 "thread_cpu_s": self.cpu_s,
                 "mean_scrape_ms": 1e3 * sum(d) / len(d) if d else None}
+
+
+def scrapes_table(scrapes: list[dict[str, Any]], t0: float) -> pa.Table:
+    """Spooled scrapes (``{"t_mono", "scrape", "samples": [[metric, labels, value], ...]}``)
+    as server_metrics.parquet's long table, the layout of ``Scraper.table``."""
+    t, k, metric, labels, value = [], [], [], [], []
+    for sc in scrapes:
+        for name, lab, v in sc["samples"]:
+            t.append(sc["t_mono"] - t0)
+            k.append(sc["scrape"])
+            metric.append(name)
+            labels.append(lab)
+            value.append(v)
+    return pa.Table.from_arrays(
+        [pa.array(t, pa.float64()), pa.array(k, pa.int32()), pa.array(metric, pa.string()),
+         pa.array(labels, pa.string()), pa.array(value, pa.float64())], schema=SCHEMA)
 
 
 def common_series(table: pa.Table) -> dict[str, Any]:

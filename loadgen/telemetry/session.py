@@ -20,6 +20,7 @@ from loadgen.telemetry.live import LiveMetrics, ObservingWriter
 from loadgen.telemetry.process import TelemetryProcess
 from loadgen.telemetry.sampler import Sampler
 from loadgen.telemetry.scraper import Scraper
+from loadgen.telemetry.spool import SAMPLER_SPOOL, SCRAPER_SPOOL
 
 CLOCK = ("time.perf_counter (CLOCK_MONOTONIC), the clock of requests.parquet; "
          "t = seconds from the run's t0 (manifest.clock.t0_unix is t0's wall-clock time)")
@@ -57,16 +58,21 @@ class TelemetrySession:
         self.live: LiveMetrics | None = None
         self.child: TelemetryProcess | None = None
         self.child_info: dict[str, Any] = {}
+        self.run_dir: Path | None = None
 
-    def start(self) -> TelemetrySession:
+    def start(self, run_dir: Path | None = None) -> TelemetrySession:
+        """Start the telemetry process (and the live endpoint). With ``run_dir`` the samples
+        are also spooled there as they are taken, so they survive a crash of the generator."""
         o = self.opts
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         try:
             if o.sample or o.scrape_url:  # both in one child process (process.py)
                 self.child = TelemetryProcess(
                     {"interval_s": o.sample_interval_s, "server_pid": o.server_pid,
                      "gpus": o.gpus} if o.sample else None,
                     {"url": o.scrape_url, "interval_s": o.scrape_interval_s}
-                    if o.scrape_url else None).start()
+                    if o.scrape_url else None,
+                    spool_dir=str(self.run_dir) if self.run_dir is not None else None).start()
             if o.metrics_port is not None:
                 self.live = LiveMetrics(o.metrics_port, o.metrics_host)
         except BaseException:
@@ -78,12 +84,19 @@ class TelemetrySession:
         return ObservingWriter(writer, self.live) if self.live else writer
 
     def wrap_progress(self, cb: Callable[[Any, float], None]) -> Callable[[Any, float], None]:
-        if self.live is None:
+        """The engine's progress callback (once a second): feeds the live endpoint and, on
+        its first call, tells the telemetry process the run's t0 (for crash recovery)."""
+        if self.live is None and self.child is None:
             return cb
-        live = self.live
+        live, child = self.live, self.child
+        sent = [child is None]
 
         def progress(res: Any, now: float) -> None:
-            live.engine_result = res
+            if not sent[0]:
+                sent[0] = True
+                child.send_t0(res.t0, res.t0_unix)
+            if live is not None:
+                live.engine_result = res
             cb(res, now)
 
         return progress
@@ -110,12 +123,24 @@ class TelemetrySession:
             pq.write_table(self.scraper.table(t0), run_dir / "server_metrics.parquet")
             out["files"]["server_metrics.parquet"] = "server /metrics, long format"
             out["scraper"] = self.scraper.summary()
-            if self.opts.join and self.scraper.n_ok:
-                from loadgen.telemetry.join import join_requests
+        spools = [run_dir / n for n in (SAMPLER_SPOOL, SCRAPER_SPOOL)]
+        if self.child is not None and self.sampler is None and self.scraper is None \
+                and any(p.exists() for p in spools):
+            # the telemetry process was lost before it handed its rows over: the spools have them
+            from loadgen.telemetry.recover import recover_telemetry
 
-                _, info = join_requests(run_dir)
-                out["files"]["requests_joined.parquet"] = "per-request server state at t_sent"
-                out["join"] = info
+            rec = recover_telemetry(run_dir, t0, reason="the telemetry process was lost",
+                                    update_manifest=False)
+            out["recovered"] = rec
+            out["files"].update({k: v["content"] for k, v in rec["files"].items()})
+        for p in spools:
+            p.unlink(missing_ok=True)  # the Parquet files hold the same rows now
+        if self.scraper is not None and self.opts.join and self.scraper.n_ok:
+            from loadgen.telemetry.join import join_requests
+
+            _, info = join_requests(run_dir)
+            out["files"]["requests_joined.parquet"] = "per-request server state at t_sent"
+            out["join"] = info
         if self.live is not None:
             out["live_metrics"] = self.live.summary()
         child = self.child_info.get("run_cpu_s") or 0.0

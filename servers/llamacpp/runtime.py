@@ -74,6 +74,14 @@ class LlamaServerRuntime:
                 "--llama-server PATH (or set $LOADGEN_LLAMA_SERVER)")
         return b
 
+    def prepare(self) -> None:
+        """Build the pinned llama-server if none is found (first use on a machine: minutes);
+        the experiment matrix calls this for ``prepare = true`` (servers/registry.py)."""
+        from servers.llamacpp.build import ensure_llama_server
+
+        self.binary = ensure_llama_server(self.binary, build=True)
+        self._version = None
+
     def slots(self, s: ServeSettings) -> int:
         return s.max_batch_size or DEFAULT_SLOTS
 

@@ -9,14 +9,19 @@
 - a ``LlamaForCausalLM`` with weights drawn from ``torch.manual_seed(seed)`` (default 0):
 
       size    hidden  layers  heads  ffn    vocab  parameters
-      tiny    64      2       4      128    1000   0.2 M    (fast: tests)
+      tiny    64      2       2      128    1000   0.2 M    (fast: tests)
       small   512     7       8      1536   ~1400  ~25 M    (realistic per-token cost)
 
 The output rows of the special tokens and of the 128 lone non-ASCII byte tokens are zeroed in
 ``lm_head``: their logit is always 0 while the best of the random logits is positive, so
 greedy decoding never picks them and every generated token decodes to visible ASCII text (one
 SSE chunk with text per token). The model therefore never stops on its own: every request runs
-to ``max_tokens``, as with ``ignore_eos``.
+to ``max_tokens``, as with ``ignore_eos``. ``generation_config.json`` says ``top_k = 1``
+(sampling from the top-1 token, i.e. greedy), so servers that sample by default (vLLM, which
+takes its default sampling parameters from that file) decode greedily too.
+
+The same directory serves on our PyTorch server and on vLLM (CPU build): heads are chosen so
+that head_dim (hidden / heads) is one that vLLM's CPU attention supports (32 and 64 here).
 
 Everything is deterministic (fixed corpus and seed); ``FORMAT`` is bumped whenever the recipe
 changes, and it is part of the cache directory name.
@@ -25,13 +30,14 @@ changes, and it is part of the cache directory name.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-FORMAT = "v1"
+FORMAT = "v2"
 """Recipe version; part of the cached directory names (bump when the written files change)."""
 
 MARKER = "llm_loadgen_tiny.json"
@@ -59,7 +65,9 @@ class TinySize:
 
 
 SIZES: dict[str, TinySize] = {
-    "tiny": TinySize(hidden=64, layers=2, heads=4, ffn=128, vocab=1000),
+    # head_dim = hidden / heads must be one vLLM's CPU attention supports (32, 64, 80, ...;
+    # not 16), so that the same model serves on vLLM too.
+    "tiny": TinySize(hidden=64, layers=2, heads=2, ffn=128, vocab=1000),
     "small": TinySize(hidden=512, layers=7, heads=8, ffn=1536, vocab=4096),
 }
 
@@ -111,6 +119,22 @@ def make_tiny_hf(out_dir: Path | str, size: str = "tiny", *, seed: int = 0) -> P
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def param_count(model_dir: Path | str) -> int:
+    """Number of parameters in ``model_dir/model.safetensors``, from its header alone.
+
+    A safetensors file starts with an 8-byte little-endian header length and a JSON header
+    that gives every tensor's shape; parameters = sum over tensors of prod(shape).
+    """
+    with open(Path(model_dir) / "model.safetensors", "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    total = 0
+    for name, t in header.items():
+        if name != "__metadata__":
+            total += math.prod(t["shape"])
+    return total
 
 
 def _marker(out: Path) -> dict | None:
@@ -174,6 +198,11 @@ def _write(path: Path, size: TinySize, seed: int) -> None:
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():
         model.lm_head.weight[_invisible_ids(tok)] = 0.0
+    # Default decoding = greedy for servers that sample unless told otherwise (vLLM reads
+    # top_k from generation_config.json): sampling from the top-1 token is argmax, so the
+    # zeroed rows above are never chosen there either.
+    model.generation_config.do_sample = True
+    model.generation_config.top_k = 1
     model.save_pretrained(path)
     tok.save_pretrained(path)
 

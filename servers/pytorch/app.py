@@ -5,8 +5,10 @@ GET /health, GET /version (runtime versions and flags), GET /metrics (Prometheus
 registry private to the app). Request validation is the sim's (``servers.sim.request``);
 prompts are tokenized with the model's tokenizer (chat: its chat template). Streaming sends
 one SSE chunk per generated token, the finish reason on the last, then (with
-stream_options.include_usage) a usage chunk that also carries ``pytorch_stats`` (server-side
-timings and the batch sizes the request was decoded in), then ``data: [DONE]``.
+stream_options.include_usage) a usage chunk that also carries ``server_timings`` (queue_s,
+prefill_s, decode_s: the layout of the sim's ``sim_timings``, read by the generator into
+requests.parquet) and ``pytorch_stats`` (the batch sizes the request was decoded in), then
+``data: [DONE]``. Non-streamed bodies carry both too.
 
 The model runs on the engine's worker thread; the event loop only tokenizes, detokenizes and
 writes, so streams keep flowing while the model computes.
@@ -147,7 +149,7 @@ async def _stream(request: web.Request, state: State, req: GenerationRequest,
             else:
                 if not parts:  # the last token went out before its finish was known
                     parts = [enc.token("", finish)]
-                tail = enc.usage(len(seq.prompt_ids), end, seq.stats()) \
+                tail = enc.usage(len(seq.prompt_ids), end, seq.stats(), seq.timings()) \
                     if req.include_usage else b""
                 await resp.write_eof(b"".join(parts) + tail + DONE_EVENT)
                 return resp
@@ -177,7 +179,7 @@ async def _complete(state: State, req: GenerationRequest, seq: Sequence) -> web.
             "object": "chat.completion" if req.chat else "text_completion",
             "created": int(time.time()), "model": state.config.model_name,
             "choices": [choice], "usage": usage(len(seq.prompt_ids), len(seq.output_ids)),
-            "pytorch_stats": seq.stats()}
+            "server_timings": seq.timings(), "pytorch_stats": seq.stats()}
     return web.Response(body=orjson.dumps(body), content_type=JSON)
 
 
@@ -254,10 +256,10 @@ class _Encoder:
              "finish_reason": None}]})
 
     def usage(self, prompt_tokens: int, completion_tokens: int,
-              stats: dict[str, float]) -> bytes:
+              stats: dict[str, float], timings: dict[str, float]) -> bytes:
         return _event({**self.head, "choices": [],
                        "usage": usage(prompt_tokens, completion_tokens),
-                       "pytorch_stats": stats})
+                       "server_timings": timings, "pytorch_stats": stats})
 
 
 def _event(obj: dict[str, Any]) -> bytes:

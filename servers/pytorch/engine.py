@@ -52,12 +52,29 @@ class Sequence:
     finish_reason: str | None = None
     aborted: bool = False  # set by the front end when the client leaves
     t_submitted: float = 0.0  # perf_counter seconds
+    t_prefill: float = 0.0  # when its prefill started
     t_first_token: float = 0.0
     t_done: float = 0.0
     batch_max: int = 0  # the largest decode batch this sequence was part of
     batch_sum: int = 0  # sum of batch sizes over its decode steps
     decode_steps: int = 0
     waiter: Any = None  # the front end's wake-up handle (an asyncio.Event)
+
+    def timings(self) -> dict[str, float]:
+        """Server-side timings in seconds, the layout of the sim's ``sim_timings``:
+
+        queue_s   = t_prefill - t_submitted        waiting for a batch row
+        prefill_s = t_first_token - t_prefill      its prompt's forward pass and first sample
+        decode_s  = t_done - t_first_token         the batched decode steps
+
+        Steps not reached (an aborted request) are 0.
+        """
+        start = self.t_prefill or self.t_submitted
+        first = self.t_first_token or start
+        done = self.t_done or first
+        return {"queue_s": round(max(0.0, start - self.t_submitted), 6),
+                "prefill_s": round(max(0.0, first - start), 6),
+                "decode_s": round(max(0.0, done - first), 6)}
 
     def stats(self) -> dict[str, float]:
         """Server-side timings (s) and batch sizes, for the response's ``pytorch_stats``."""
@@ -222,6 +239,7 @@ class Engine:
         if seq.aborted:
             self._finish(seq, "abort")
             return
+        seq.t_prefill = time.perf_counter()
         ids = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.device)
         out = self.model(input_ids=ids, use_cache=True)
         self.counters.prefills += 1

@@ -2,7 +2,7 @@
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (stream or not), GET /v1/models,
 GET /health, GET /version, GET /metrics (Prometheus text, a registry private to the app),
-POST /admin/pause?seconds=S. ``make_app`` builds the application; ``start`` runs it on a TCP
+POST /tokenize (vLLM/llama-server style token counts), POST /admin/pause?seconds=S. ``make_app`` builds the application; ``start`` runs it on a TCP
 port (0 = a free one) and returns a handle; ``serve`` runs it until SIGINT/SIGTERM.
 """
 
@@ -15,6 +15,7 @@ import signal
 import socket
 import struct
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from servers.sim import __version__
 from servers.sim.config import SimConfig
 from servers.sim.engine import Engine, Sequence
 from servers.sim.faults import (
+    CONTINUING,
+    ENDLESS_INTERVAL_S,
+    INVALID_UTF8_TEXT,
     MALFORMED_BODY,
     MALFORMED_EVENT,
     choose_fault,
@@ -70,6 +74,7 @@ def make_app(config: SimConfig) -> web.Application:
     app.router.add_get("/health", _health)
     app.router.add_get("/version", _version)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_post("/tokenize", _tokenize)
     app.router.add_post("/admin/pause", _pause)
     app.on_startup.append(_start_engine)
     # on_shutdown runs before aiohttp waits for in-flight handlers: aborting every sequence
@@ -101,7 +106,7 @@ async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
     fault = choose_fault(config.fault_rate, config.fault_kind, tokens.fault_draw)
     if fault is not None:
         state.faults[fault] += 1
-        if fault in ("http500", "http429"):
+        if fault in ("http500", "http429", "http503"):
             status, headers, body = fault_error(fault, number)
             return web.Response(status=status, headers=headers, body=body, content_type=JSON)
     seq = Sequence(number, req.prompt_tokens, req.max_tokens, tokens,
@@ -123,6 +128,11 @@ async def _stream(request: web.Request, state: SimState, req: GenerationRequest,
     enc = StreamEncoder(req.chat, request_id(req.chat, seq.number), int(time.time()),
                         state.config.model)
     fault_at = good_tokens(req.max_tokens) if fault is not None else None
+    interval = state.config.stream_interval
+    encode = _encode_tokens
+    if interval > 1 or req.continuous_usage:
+        encode = partial(_encode_chunks, interval=interval,
+                         prompt_tokens=req.prompt_tokens if req.continuous_usage else None)
     sent = 0
     try:
         while True:
@@ -131,20 +141,26 @@ async def _stream(request: web.Request, state: SimState, req: GenerationRequest,
             if fault_at is not None and (end > fault_at or finish is not None):
                 # The fault takes the place of token number fault_at (0-based).
                 upto = min(end, fault_at)
-                if fault != "stall":
+                if fault not in CONTINUING:
                     if upto > sent:
                         await resp.write(_encode_tokens(enc, seq, sent, upto, None, sent == 0))
-                    return await _break_stream(request, resp, fault)
+                    return await _break_stream(request, resp, fault, enc)
                 last = finish if upto == end else None  # it stopped early: say so first
                 if upto > sent:
                     await resp.write(_encode_tokens(enc, seq, sent, upto, last, sent == 0))
                 sent = upto
-                await asyncio.sleep(state.config.fault_stall_s)
+                if fault == "stall":
+                    await asyncio.sleep(state.config.fault_stall_s)
+                elif fault == "utf8":
+                    await resp.write(enc.raw_text(INVALID_UTF8_TEXT))
+                else:  # giant: one chunk, one write
+                    await resp.write(enc.raw_text(orjson.dumps("x" * state.config.fault_giant_bytes)))
                 fault_at = None
                 continue
             if finish is None:
-                if end > sent:  # the hot path: usually exactly one new token
-                    await resp.write(_encode_tokens(enc, seq, sent, end, None, sent == 0))
+                if end > sent and (sent == 0 or end - sent >= interval):
+                    # the hot path: usually exactly one new token
+                    await resp.write(encode(enc, seq, sent, end, None, sent == 0))
                     sent = end
                 await seq.wait()
                 continue
@@ -152,7 +168,7 @@ async def _stream(request: web.Request, state: SimState, req: GenerationRequest,
                 await resp.write_eof()
                 return resp
             # The last tokens, the usage chunk, [DONE] and the end of the body: one write.
-            body = _encode_tokens(enc, seq, sent, end, finish, sent == 0) if end > sent else b""
+            body = encode(enc, seq, sent, end, finish, sent == 0) if end > sent else b""
             if req.include_usage:
                 body += enc.usage(req.prompt_tokens, end, seq.timings())
             await resp.write_eof(body + DONE_EVENT)
@@ -175,14 +191,40 @@ def _encode_tokens(enc: StreamEncoder, seq: Sequence, start: int, end: int,
     return b"".join(parts)
 
 
+def _encode_chunks(enc: StreamEncoder, seq: Sequence, start: int, end: int,
+                   finish: str | None, first: bool, *, interval: int,
+                   prompt_tokens: int | None) -> bytes:
+    """Tokens [start, end) as one chunk (``interval`` > 1) or one chunk per token, each with
+    the usage so far when ``prompt_tokens`` is given (continuous_usage_stats)."""
+    words = seq.tokens
+    groups = [(start, end)] if interval > 1 else [(k, k + 1) for k in range(start, end)]
+    parts = [enc.role()] if first and enc.chat else []
+    for a, b in groups:
+        parts.append(enc.chunk([words.word(k) for k in range(a, b)],
+                               finish if b == end else None,
+                               (prompt_tokens, b) if prompt_tokens is not None else None))
+    return b"".join(parts)
+
+
 async def _break_stream(request: web.Request, resp: web.StreamResponse,
-                        fault: str | None) -> web.StreamResponse:
+                        fault: str | None, enc: StreamEncoder) -> web.StreamResponse:
     if fault == "malformed":
         await resp.write(MALFORMED_EVENT)
         await resp.write_eof()
     elif fault == "reset":
         _reset_connection(request)
+    elif fault == "endless":
+        await _endless(request, resp, lambda k: enc.raw_text(orjson.dumps(f" more{k}")))
     return resp
+
+
+async def _endless(request: web.Request, resp: web.StreamResponse, piece) -> None:
+    """Write ``piece(k)`` every ENDLESS_INTERVAL_S until the client goes away."""
+    k = 0
+    while request.transport is not None and not request.transport.is_closing():
+        await resp.write(piece(k))
+        k += 1
+        await asyncio.sleep(ENDLESS_INTERVAL_S)
 
 
 def _reset_connection(request: web.Request) -> None:
@@ -215,17 +257,29 @@ async def _complete(request: web.Request, state: SimState, req: GenerationReques
         return web.Response(body=MALFORMED_BODY, content_type=JSON)
     if fault == "stall":
         await asyncio.sleep(state.config.fault_stall_s)
+    if fault == "endless":
+        resp = web.StreamResponse(headers={"Content-Type": JSON})
+        await resp.prepare(request)
+        with contextlib.suppress(ConnectionResetError):
+            await _endless(request, resp, lambda k: b" ")
+        return resp
+    text = seq.tokens.text(seq.generated)
+    if fault == "giant":
+        text += "x" * state.config.fault_giant_bytes
     body = completion_body(
         chat=req.chat,
         rid=request_id(req.chat, seq.number),
         created=int(time.time()),
         model=state.config.model,
-        text=seq.tokens.text(seq.generated),
+        text=text,
         finish_reason=seq.finish_reason,
         prompt_tokens=req.prompt_tokens,
         completion_tokens=seq.generated,
         sim_timings=seq.timings(),
     )
+    if fault == "utf8":  # the text's first bytes replaced by bytes that are not UTF-8
+        key = b'"text":"' if not req.chat else b'"content":"'
+        body = body.replace(key, key[:-1] + INVALID_UTF8_TEXT[:-1], 1)
     return web.Response(body=body, content_type=JSON)
 
 
@@ -262,6 +316,8 @@ async def _version(request: web.Request) -> web.Response:
         "fault_rate": c.fault_rate,
         "fault_kind": c.fault_kind,
         "fault_stall_s": c.fault_stall_s,
+        "fault_giant_bytes": c.fault_giant_bytes,
+        "stream_interval": c.stream_interval,
         "clock": state.engine.sleeper_kind,
     }
     return web.Response(body=orjson.dumps(body), content_type=JSON)
@@ -270,6 +326,32 @@ async def _version(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     body = render(request.app[STATE].registry)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def _tokenize(request: web.Request) -> web.Response:
+    """Count tokens as generation would: ``prompt`` or ``content`` (vLLM / llama-server
+    completions style) with the whitespace tokenizer, or ``messages`` (vLLM chat style) as a
+    chat request counts them. Answers ``{"count", "tokens", "max_model_len"}`` like vLLM;
+    the ids are stable word hashes (the sim has no vocabulary file). No special tokens exist,
+    so ``add_special_tokens`` changes nothing."""
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return _error(400, f"The request body is not valid JSON: {exc}.")
+    if not isinstance(data, dict):
+        return _error(400, "The request body must be a JSON object.")
+    if isinstance(data.get("messages"), list):
+        words = [w for m in data["messages"] if isinstance(m, dict)
+                 and isinstance(m.get("content"), str) for w in m["content"].split()]
+    else:
+        text = data.get("prompt", data.get("content"))
+        if not isinstance(text, str):
+            return _error(400, "'prompt' (or 'content', or 'messages') is required and must be "
+                          "a string.", "prompt")
+        words = text.split()
+    ids = [zlib.crc32(w.encode()) & 0x7FFFFFFF for w in words]
+    return web.Response(body=orjson.dumps({"count": len(ids), "tokens": ids,
+                                           "max_model_len": None}), content_type=JSON)
 
 
 async def _pause(request: web.Request) -> web.Response:

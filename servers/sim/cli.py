@@ -54,17 +54,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="probability of stopping after each token (finish_reason 'stop') "
                              "unless ignore_eos or fewer than min_tokens; 0 = always "
                              "max_tokens (default %(default)s)")
+    engine.add_argument("--stream-interval", type=int, default=_DEFAULTS.stream_interval,
+                        help="tokens per streamed chunk after the first (like vLLM's "
+                             "--stream-interval); >1 makes chunks carry several tokens "
+                             "(default %(default)s)")
     faults = parser.add_argument_group("fault injection (off by default)")
     faults.add_argument("--fault-rate", type=float, default=_DEFAULTS.fault_rate,
                         help="fraction of requests, chosen from the seed, that get "
                              "--fault-kind (default %(default)s)")
     faults.add_argument("--fault-kind", choices=FAULT_KINDS, default=_DEFAULTS.fault_kind,
                         help="http500: HTTP 500; http429: HTTP 429 with Retry-After: 1; "
+                             "http503: HTTP 503 with Retry-After: 2; "
                              "malformed: a few tokens then a non-JSON data line; reset: a few "
                              "tokens then a TCP reset; stall: a few tokens then silence for "
-                             "--fault-stall-s (default %(default)s)")
+                             "--fault-stall-s; utf8: a chunk whose bytes are not UTF-8; giant: "
+                             "one chunk of --fault-giant-bytes; endless: a stream that never "
+                             "ends (servers/sim/faults.py) (default %(default)s)")
     faults.add_argument("--fault-stall-s", type=float, default=_DEFAULTS.fault_stall_s,
                         help="length of a stall fault, seconds (default %(default)s)")
+    faults.add_argument("--fault-giant-bytes", type=int, default=_DEFAULTS.fault_giant_bytes,
+                        help="size of the chunk of a giant fault, bytes (default %(default)s)")
 
 
 def config_from_args(ns: argparse.Namespace) -> SimConfig:
@@ -85,6 +94,8 @@ def config_from_args(ns: argparse.Namespace) -> SimConfig:
         fault_rate=ns.fault_rate,
         fault_kind=ns.fault_kind,
         fault_stall_s=ns.fault_stall_s,
+        fault_giant_bytes=ns.fault_giant_bytes,
+        stream_interval=ns.stream_interval,
     )
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from servers.sim.model import SimCosts
 
-FAULT_KINDS: tuple[str, ...] = ("http500", "http429", "malformed", "reset", "stall")
+FAULT_KINDS: tuple[str, ...] = ("http500", "http429", "http503", "malformed", "reset", "stall",
+                                 "utf8", "giant", "endless")
 """Injectable faults; see ``servers.sim.faults`` for what the client sees for each."""
 
 
@@ -33,6 +34,11 @@ class SimConfig:
     fault_kind: str = "http500"
     fault_stall_s: float = 30.0
     """How long a ``stall`` fault stops the stream."""
+    fault_giant_bytes: int = 8 << 20
+    """Size of the one token chunk of a ``giant`` fault."""
+    stream_interval: int = 1
+    """Tokens per streamed chunk (like vLLM's --stream-interval): the first token is sent at
+    once, later ones in chunks of this many (the last chunk may hold fewer)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -56,6 +62,10 @@ class SimConfig:
                 f"SimConfig.fault_kind must be one of {', '.join(FAULT_KINDS)}, "
                 f"got {self.fault_kind!r}"
             )
+        if not _is_int(self.stream_interval) or self.stream_interval < 1:
+            raise ValueError(
+                f"SimConfig.stream_interval must be an int >= 1, got {self.stream_interval!r}"
+            )
         if not _is_number(self.fault_stall_s) or not (
             math.isfinite(self.fault_stall_s) and self.fault_stall_s >= 0
         ):
@@ -63,6 +73,10 @@ class SimConfig:
                 f"SimConfig.fault_stall_s must be a finite number of seconds >= 0, "
                 f"got {self.fault_stall_s!r}"
             )
+
+        if not _is_int(self.fault_giant_bytes) or not 1 <= self.fault_giant_bytes <= 1 << 30:
+            raise ValueError(f"SimConfig.fault_giant_bytes must be an int in [1, 2**30], "
+                             f"got {self.fault_giant_bytes!r}")
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-JSON form, for /version and run manifests."""

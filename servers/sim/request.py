@@ -34,6 +34,8 @@ class GenerationRequest:
     ignore_eos: bool = False
     stream: bool = False
     include_usage: bool = False
+    continuous_usage: bool = False
+    """stream_options.continuous_usage_stats (vLLM): usage in every chunk, cumulative."""
 
 
 def parse_request(body: bytes, *, chat: bool, served_model: str) -> GenerationRequest:
@@ -79,6 +81,7 @@ def parse_request(body: bytes, *, chat: bool, served_model: str) -> GenerationRe
             "stream_options",
         )
     include_usage = _optional_bool(stream_options or {}, "include_usage", "stream_options.")
+    continuous = _optional_bool(stream_options or {}, "continuous_usage_stats", "stream_options.")
     return GenerationRequest(
         chat=chat,
         prompt_tokens=prompt_tokens,
@@ -87,6 +90,7 @@ def parse_request(body: bytes, *, chat: bool, served_model: str) -> GenerationRe
         ignore_eos=_optional_bool(data, "ignore_eos"),
         stream=_optional_bool(data, "stream"),
         include_usage=include_usage,
+        continuous_usage=continuous,
     )
 
 

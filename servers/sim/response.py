@@ -15,6 +15,10 @@ byte-identical to ``b"data: " + orjson.dumps(chunk) + b"\\n\\n"`` for the equiva
 The last token chunk carries finish_reason ("length" or "stop"); then, when
 stream_options.include_usage, a chunk with "choices":[] and "usage", plus the sim's own
 "sim_timings"; then ``data: [DONE]``.
+
+Off the hot path (``StreamEncoder.chunk``): a chunk carrying several tokens' text (the
+server's ``stream_interval``), and, with stream_options.continuous_usage_stats (as vLLM), a
+``"usage"`` object after ``"choices"`` in every chunk, with the tokens generated so far.
 """
 
 from __future__ import annotations
@@ -66,6 +70,21 @@ class StreamEncoder:
             return self._prefix + WORD_JSON[word] + self._suffix_running
         end = orjson.dumps(finish_reason) + b"}]}\n\n"
         return self._prefix + WORD_JSON[word] + self._suffix + end
+
+    def raw_text(self, json_text: bytes) -> bytes:
+        """A running token chunk whose text is ``json_text``, spliced in as given (faults use
+        it for a giant chunk and for bytes that are not UTF-8)."""
+        return self._prefix + json_text + self._suffix_running
+
+    def chunk(self, words: list[int], finish_reason: str | None = None,
+              usage_so_far: tuple[int, int] | None = None) -> bytes:
+        """One chunk carrying the text of several tokens; with ``usage_so_far`` =
+        (prompt_tokens, completion_tokens so far) it also carries that usage."""
+        text = b'"' + b"".join(WORD_JSON[w][1:-1] for w in words) + b'"'
+        end = orjson.dumps(finish_reason) + b"}]"
+        if usage_so_far is not None:
+            end += b',"usage":' + orjson.dumps(usage(*usage_so_far))
+        return self._prefix + text + self._suffix + end + b"}\n\n"
 
     def role(self) -> bytes:
         """Chat only: the first chunk, ``"delta":{"role":"assistant","content":""}``."""

@@ -1,0 +1,3 @@
+from servers.faultproxy.cli import main
+
+raise SystemExit(main())
