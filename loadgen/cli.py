@@ -38,6 +38,7 @@ from loadgen.workload_flags import add_workload_arguments, build_workload
 # Modules that add sub-commands (see the module docstring). One line each.
 COMMAND_MODULES: tuple[str, ...] = ("analysis.report_commands", "analysis.commands",
                                     "loadgen.telemetry.commands",
+                                    "loadgen.telemetry.profile_commands",
                                     "arrivals.commands",
                                     "servers.models.commands",
                                     "servers.faultproxy.cli",
@@ -184,8 +185,10 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
     from loadgen.preflight import PreflightError
     from loadgen.result_dir import ResultDirError
     from loadgen.run import EXIT_ERROR, RunSpec, RunWriteError, execute
+    from loadgen.telemetry.server_launch import after_run, apply_server_info
     from loadgen.workers import WorkerError
 
+    launched = apply_server_info(ns, argv)  # --server-info FILE: manifest's server_launch
     cfg = make_client(ns, client_config)  # the OpenAI ClientConfig unless --client says
     try:
         wl = build_workload(ns)
@@ -213,6 +216,7 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
         keep_chunk_times=ns.keep_chunk_times, do_preflight=not ns.skip_preflight,
         progress=ns.progress, argv=["loadgen", *argv],
         count_tokens_with_server=ns.count_tokens_with_server,
+        extra_manifest=launched or {},
     )
     if not ns.verify_tls and cfg.base_url.startswith("https://"):
         print("warning: --insecure: the server's TLS certificate is not verified", file=sys.stderr)
@@ -231,6 +235,7 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
     except (ResultDirError, RunWriteError, WorkerError) as e:
         print(f"loadgen run: {e}", file=sys.stderr)
         return EXIT_ERROR
+    after_run(res.run_dir, launched)  # the server's profile, if it has stopped by now
     if ns.result_filename:
         Path(ns.result_dir, ns.result_filename).write_bytes(
             orjson.dumps(res.summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
@@ -268,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "Exit code: 0 valid, 3 invalid (generator fell behind), 130/143 "
                        "interrupted (partial run saved), 1 error, 2 bad flags.")
     add_run_arguments(r)
+    from loadgen.telemetry.server_launch import add_server_info_argument
+
+    add_server_info_argument(r.add_argument_group("launched server"))
 
     s = sub.add_parser("serve", help="start a model server (sim: the built-in reference server)")
     ssub = s.add_subparsers(dest="runtime", required=True, metavar="RUNTIME")
@@ -275,8 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
                           description="An OpenAI-compatible server that simulates continuous "
                           "batching with a documented cost model (servers/sim/model.py).")
     from servers.sim.cli import add_arguments as add_sim_arguments
+    from servers.sim.cli import add_launch_arguments as add_sim_launch_arguments
 
     add_sim_arguments(sim)
+    add_sim_launch_arguments(sim)  # --info-json, --log-dir, --profile, --profile-dir
     sim.set_defaults(handler=cmd_serve_sim)
     for mod in SERVE_MODULES:
         importlib.import_module(mod).register(ssub)
@@ -312,6 +322,13 @@ def cmd_serve_sim(ns: argparse.Namespace) -> int:
         cfg = config_from_args(ns)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    from servers.profile_flags import launched
+
+    if launched(ns):  # --info-json or --profile: a child process, as the other runtimes
+        from servers.llamacpp.cli import _serve
+        from servers.sim.cli import launch_settings
+
+        return _serve(*launch_settings(ns), ns.info_json)
     return run(cfg) or 0
 
 

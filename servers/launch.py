@@ -13,7 +13,8 @@ environment and its version; everything else is here, the same for all of them:
   raises ``ServerStartError`` quoting the tail of its log,
 - optionally run under a profiler (``ServeSettings.profile``: ``perf`` or ``nsys``, via
   ``loadgen.telemetry.profiling.wrap_profiler``); ``info()`` then names the profile directory
-  and the files in it (written when the server stops). A missing profiler raises
+  and the files in it (written when the server stops; ``stop()`` then writes
+  ``profile.json`` there, which marks the profile complete). A missing profiler raises
   ``ProfilerUnavailable`` before anything starts.
 
 The batch-size axis maps to each runtime's own knob (table in docs/servers.md).
@@ -108,9 +109,13 @@ class RunningServer:
         s["profile_dir"] = str(s["profile_dir"]) if s["profile_dir"] else None
         extra = dict(self.extra_info)
         if "profile" in extra:  # the files appear when the profiler writes them (at stop)
+            from loadgen.telemetry.profiling import DONE_FILE, read_done
+
             d = Path(extra["profile"]["dir"])
+            done = read_done(d)
             extra["profile"] = {**extra["profile"], "files": sorted(
-                str(f) for f in d.iterdir() if f.is_file()) if d.is_dir() else []}
+                str(f) for f in d.iterdir() if f.is_file() and f.name != DONE_FILE)
+                if d.is_dir() else [], "complete": bool(done and done["complete"])}
         return {
             "runtime": self.runtime.name,
             "version": self.runtime.version(),
@@ -126,7 +131,19 @@ class RunningServer:
         }
 
     def stop(self) -> int | None:
-        return self.process.stop()
+        """Stop the server; a profiled one gets longer to exit (the profiler writes its file
+        then) and its profile directory gets ``profile.json`` (loadgen.telemetry.profiling)."""
+        prof = self.extra_info.get("profile")
+        if prof is None:
+            return self.process.stop()
+        from loadgen.telemetry.profiling import STOP_TIMEOUT_S, read_done, write_done
+
+        running = self.process.proc is not None and self.process.proc.poll() is None
+        rc = self.process.stop(timeout_s=STOP_TIMEOUT_S)
+        if running or read_done(prof["dir"]) is None:  # once per server start
+            write_done(prof["dir"], prof["tool"], prof["started_unix"], rc,
+                       prof["server_argv"], str(self.process.log_path.resolve()))
+        return rc
 
     def __enter__(self) -> RunningServer:
         return self
@@ -141,11 +158,19 @@ def launch(runtime: Runtime, s: ServeSettings) -> RunningServer:
     argv = runtime.command(s, port)
     extra: dict[str, Any] = {}
     if s.profile:
-        from loadgen.telemetry.profiling import wrap_profiler
+        from loadgen.telemetry.profiling import OUTPUT_FILES, clear_done, wrap_profiler
 
         pdir = Path(s.profile_dir or Path(s.log_dir) / f"{runtime.name}-{port}-{s.profile}")
-        extra["profile"] = {"tool": s.profile, "dir": str(pdir), "server_argv": list(argv)}
+        server_argv = list(argv)
         argv = wrap_profiler(argv, s.profile, pdir)
+        clear_done(pdir)
+        extra["profile"] = {"tool": s.profile, "dir": str(pdir.resolve()),
+                            "server_argv": server_argv,
+                            "output_files": list(OUTPUT_FILES[s.profile]),
+                            "started_unix": time.time(),
+                            "written": "when the server stops (profile.json then lists the "
+                                       "files); `loadgen profile attach RUN_DIR` hard-links "
+                                       "(or copies) them into a run directory"}
     base_url = f"http://{s.host}:{port}"
     log = Path(s.log_dir) / f"{runtime.name}-{port}.log"
     proc = ServerProcess(argv=argv, log_path=log, base_url=base_url, env=runtime.env(s),

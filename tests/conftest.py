@@ -58,3 +58,34 @@ def start_proxy(tmp_path: Path) -> Iterator:
     yield start
     for s in started:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def perf_tool() -> str:
+    """``perf``, able to record here: installed with apt-get (Debian's linux-perf) when it is
+    missing and we are root; otherwise the test is skipped, saying why."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    exe = shutil.which("perf")
+    if exe is None:
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.skip("perf is not installed and cannot be installed here (needs root and "
+                        "apt-get): apt-get install linux-perf")
+        try:
+            subprocess.run("apt-get update -qq && apt-get install -y -qq linux-perf", shell=True,
+                           check=True, timeout=600, capture_output=True)
+        except (subprocess.SubprocessError, OSError) as e:
+            pytest.skip(f"could not install linux-perf with apt-get: {e}")
+        exe = shutil.which("perf")
+        if exe is None:
+            pytest.skip("apt-get installed linux-perf but perf is not on PATH")
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run([exe, "record", "-o", f"{d}/p.data", "--", "true"],
+                           capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        pytest.skip(f"perf cannot record here (see /proc/sys/kernel/perf_event_paranoid): "
+                    f"{r.stderr.strip()[-300:]}")
+    return exe

@@ -16,8 +16,8 @@ are merged key by key, ``flags`` are appended.
 
 The cell id is the first 16 hex digits of the SHA-256 of the cell's full configuration in
 canonical JSON (sorted keys): runtime, its options and flags, the model's source and served
-name, batch size, parallelism, the workload (with defaults), the load, the client options and
-the repetition. It leaves out what does not change the measurement (the SLO, the report, names
+name, batch size, parallelism, the profiler when one is set (a profiled server is a different
+measurement), the workload (with defaults), the load, the client options and the repetition. It leaves out what does not change the measurement (the SLO, the report, names
 and descriptions, the startup timeout), so an SLO can be tightened and the report rebuilt
 without re-running anything, and the same cell in two experiment files is one cell.
 """
@@ -194,6 +194,7 @@ def _build(exp: Experiment, axes: dict, values: dict, rs, problems: list) -> Cel
     options = dict(rs.options) if rs else {}
     flags = list(rs.flags) if rs else []
     startup = rs.startup_timeout_s if rs else 600.0
+    profile = rs.profile if rs else None
     src_load: KeyPath = ("load",)
     src_wl: KeyPath = ("workloads", wname)
     src_client: KeyPath = ("client",)
@@ -214,6 +215,8 @@ def _build(exp: Experiment, axes: dict, values: dict, rs, problems: list) -> Cel
             flags = flags + list(ov.flags)
         if ov.startup_timeout_s is not None:
             startup = ov.startup_timeout_s
+        if ov.profile is not None:
+            profile = ov.profile
     ok = True
     for src, cls, data in ((src_load, Load, load), (src_wl, Workload, wl), (src_client, Client, client)):
         try:
@@ -243,6 +246,8 @@ def _build(exp: Experiment, axes: dict, values: dict, rs, problems: list) -> Cel
         "model": {"source": source, "served_model_name": model.served_model_name or model_name},
         "batch_size": axes["batch_size"], "tp": axes["tp"], "pp": axes["pp"],
     }
+    if profile is not None:  # only when set: the ids of cells without a profiler stay as they were
+        server["profile"] = profile
     config = {
         "version": CELL_CONFIG_VERSION, "server": server, "workload": _drop_none(wl),
         "load": load, "client": client, "repetition": axes["repetition"],

@@ -1,7 +1,7 @@
 """How long cells take, roughly, before running them (pure).
 
 Per server configuration: its start-up (``startup_estimate_s`` of the runtime's table, else a
-default per runtime below). Per cell and rate: the load itself, n / rate seconds for n
+default per runtime below), once per cell when the server is profiled. Per cell and rate: the load itself, n / rate seconds for n
 requests (``num_prompts``, else ``max(20, rate x duration_per_rate_s)`` as ``loadgen sweep``
 chooses), plus a fixed overhead per run for the preflight, the environment manifest, the drain
 of the last requests and the summary (measured 0.4-2.3 s on a loaded 2-core VM).
@@ -41,8 +41,10 @@ def cell_s(cell: Cell) -> float:
 
 
 def total_s(groups: list[list[Cell]]) -> float:
-    """Seconds for cells grouped by server configuration (each group starts one server)."""
-    return sum(startup_s(g[0]) + sum(cell_s(c) for c in g) for g in groups if g)
+    """Seconds for cells grouped by server configuration (each group starts one server; a
+    profiled group one per cell, so that each cell's trace is its own)."""
+    return sum((len(g) if g[0].config["server"].get("profile") else 1) * startup_s(g[0])
+               + sum(cell_s(c) for c in g) for g in groups if g)
 
 
 def human(seconds: float) -> str:

@@ -10,7 +10,9 @@ batch size, parallelism), in expansion order:
    ``skipped`` with the cause, and the matrix goes on;
 3. the model source is resolved (tiny models are made), the server is launched (and entered in
    the store's server ledger), and each cell runs as one ``loadgen sweep`` into
-   ``cells/<id>/attempt-<n>/``;
+   ``cells/<id>/attempt-<n>/``; a server with ``profile = "perf"|"nsys"`` is started and
+   stopped for each cell, and its trace is then kept in each of the cell's run directories
+   (``_keep_profile``);
 4. a cell that raises is recorded ``failed`` with its cause (and the server's log when the
    server died; a dead server is restarted once for the cells after it); Ctrl-C or SIGTERM
    records the running cell ``interrupted``, stops the server and ends the matrix.
@@ -184,7 +186,7 @@ class MatrixRunner:
         self._runtimes[key] = res
         return res
 
-    def _settings(self, cell: Cell, model_path: str):
+    def _settings(self, cell: Cell, model_path: str, profile_dir=None):
         from servers.launch import ServeSettings
 
         srv = cell.config["server"]
@@ -192,7 +194,8 @@ class MatrixRunner:
             model=model_path, max_batch_size=srv["batch_size"],
             tensor_parallel_size=srv["tp"], served_model_name=srv["model"]["served_model_name"],
             extra_args=tuple(srv["flags"]), log_dir=self.store.logs_dir,
-            startup_timeout_s=cell.startup_timeout_s, die_with_parent=True)
+            startup_timeout_s=cell.startup_timeout_s, die_with_parent=True,
+            profile=srv.get("profile"), profile_dir=profile_dir)
         if srv["pp"] != 1:
             names = {f.name for f in dataclasses.fields(ServeSettings)}
             if "pipeline_parallel_size" not in names:
@@ -202,15 +205,55 @@ class MatrixRunner:
             kw["pipeline_parallel_size"] = srv["pp"]
         return ServeSettings(**kw)
 
-    def _launch(self, rt: Any, cell: Cell, model_path: str, ids: list[str]):
+    def _launch(self, rt: Any, cell: Cell, model_path: str, ids: list[str], profile_dir=None):
         from servers.launch import launch
 
-        server = launch(rt, self._settings(cell, model_path))
+        server = launch(rt, self._settings(cell, model_path, profile_dir))
         try:
             self.store.register_server(server.process.proc.pid, list(server.process.argv), ids)
         except Exception:  # noqa: BLE001 - the ledger is a safety net, not a requirement
             pass
         return server
+
+    def _profile_dir(self, cell: Cell):
+        """Where a profiled cell's server writes (moved into the cell's runs afterwards)."""
+        return self.store.logs_dir / f"profile-{cell.id}-attempt-{self.store.next_attempt(cell.id)}"
+
+    def _keep_profile(self, cell: Cell, src) -> None:
+        """After a profiled cell's server stopped: its trace into every run directory of the
+        cell's attempt (hard links; loadgen/telemetry/profile_attach.py), named in each run's
+        manifest and in the attempt's record in cell.json; the source folder is removed once
+        every run has the files. Never raises: a profile problem does not fail the cell."""
+        import shutil
+
+        from loadgen.telemetry.profile_attach import attach_profile
+
+        rec = self.store.read_cell(cell.id)
+        if not rec or not rec.get("attempts"):
+            return
+        att = rec["attempts"][-1]
+        root = self.store.cell_dir(cell.id) / att["dir"]
+        runs: dict[str, Any] = {}
+        errors: list[str] = []
+        prof: dict[str, Any] = {}
+        for m in sorted(root.glob("*/manifest.json")):
+            try:
+                prof = attach_profile(m.parent)
+                runs[m.parent.name] = prof["files"]
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"{m.parent.name}: {_cause(e)}")
+        kept = bool(runs) and not errors
+        if kept:
+            shutil.rmtree(src, ignore_errors=True)
+        reason = ("; ".join(errors) if errors else prof.get("reason") if runs
+                  else "no run directory was written")
+        att["profile"] = {"tool": cell.config["server"]["profile"], "runs": runs,
+                          "complete": kept and bool(prof.get("complete")), "reason": reason,
+                          "source": None if kept else str(src), "covers": prof.get("covers")}
+        self.store.write_cell(cell.id, rec)
+        self._index(cell.id)
+        self._say(cell, f"{att['profile']['tool']} profile kept in {len(runs)} run "
+                  f"director{'y' if len(runs) == 1 else 'ies'}" + (f"; {errors[0]}" if errors else ""))
 
     def _stop(self, server) -> None:
         if server is None:
@@ -330,6 +373,14 @@ class MatrixRunner:
                 return
             first = runnable[0]
             rt, cause, status = self.runtime_for(first)
+            profiled = first.config["server"].get("profile")
+            if not cause and profiled:
+                from loadgen.telemetry.profiling import ProfilerUnavailable, find_profiler
+
+                try:
+                    find_profiler(profiled)
+                except ProfilerUnavailable as e:
+                    cause, status = f"profile = {profiled!r}: {e}", "skipped"
             if cause:
                 for c in runnable:
                     self._record_without_run(c, status, cause)
@@ -359,8 +410,9 @@ class MatrixRunner:
                                                      "not restarted again")
                         return
                     t = time.perf_counter()
+                    pdir = self._profile_dir(c) if profiled else None
                     try:
-                        server = self._launch(rt, c, model_path, [x.id for x in runnable])
+                        server = self._launch(rt, c, model_path, [x.id for x in runnable], pdir)
                     except KeyboardInterrupt:
                         raise
                     except Exception as e:  # noqa: BLE001 - ServerStartError, bad settings ...
@@ -370,8 +422,14 @@ class MatrixRunner:
                         return
                     self.log(f"server: {server.runtime.name} ready at {server.base_url} in "
                              f"{time.perf_counter() - t:.1f} s")
-                if self.run_cell(c, server) == "complete":
-                    self.outcome.ran.append(c.id)
+                try:
+                    if self.run_cell(c, server) == "complete":
+                        self.outcome.ran.append(c.id)
+                finally:
+                    if profiled:  # one server per profiled cell: its trace is this cell's
+                        self._stop(server)
+                        server = None
+                        self._keep_profile(c, pdir)
         finally:
             self._stop(server)
             for lk in locks.values():

@@ -219,6 +219,9 @@ class RuntimeSettings(Strict):
     prepare: bool = False
     startup_timeout_s: float = Field(600.0, gt=0)
     startup_estimate_s: float | None = Field(None, ge=0)
+    profile: Literal["perf", "nsys"] | None = Field(
+        None, description="run each cell's server under this profiler; its trace files go "
+        "into the cell's run directories (docs/experiments.md)")
 
 
 class Report(Strict):
@@ -307,6 +310,7 @@ class Override(Strict):
     options: dict[str, Any] | None = None
     flags: list[str] | None = None
     startup_timeout_s: float | None = Field(None, gt=0)
+    profile: Literal["perf", "nsys"] | None = None
 
     @field_validator("match")
     @classmethod

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from loadgen.flags import UsageError, _positive_int
+from servers.profile_flags import add_profile_arguments, profile_settings
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -31,6 +32,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="seconds to wait until the server serves the model (default 300)")
     p.add_argument("--info-json", default=None, metavar="FILE",
                    help="also write the server info (runtime, version, argv) to FILE")
+    add_profile_arguments(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -85,7 +87,7 @@ def _settings(ns: argparse.Namespace, max_batch: int | None):
     return ServeSettings(model=str(model), max_batch_size=max_batch, host=ns.host, port=ns.port,
                          served_model_name=ns.served_model_name,
                          extra_args=tuple(ns.server_arg), log_dir=Path(ns.log_dir),
-                         startup_timeout_s=ns.startup_timeout)
+                         startup_timeout_s=ns.startup_timeout, **profile_settings(ns))
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

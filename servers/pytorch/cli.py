@@ -134,4 +134,52 @@ def register(subparsers: Any) -> None:
                               description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
-    p.set_defaults(handler=run)
+    add_launch_arguments(p)
+    p.set_defaults(handler=cmd_serve)
+
+
+def add_launch_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``loadgen serve pytorch`` (not of ``python -m servers.pytorch``): with
+    --info-json or --profile the server runs as a child through the common lifecycle."""
+    from servers.profile_flags import add_profile_arguments
+
+    g = p.add_argument_group("launched as a child (with --info-json or --profile)")
+    g.add_argument("--info-json", default=None, metavar="FILE",
+                   help="start the server as a child process (servers/launch.py) and write "
+                   "its info (runtime, version, argv, profile) to FILE, for `loadgen run "
+                   "--server-info FILE`")
+    g.add_argument("--log-dir", default="results/servers",
+                   help="the child's log folder (default %(default)s)")
+    g.add_argument("--startup-timeout", type=float, default=300.0,
+                   help="seconds to wait until the child serves the model (default 300)")
+    add_profile_arguments(g)
+
+
+def launch_settings(ns: argparse.Namespace) -> tuple[Any, Any]:
+    """(PytorchRuntime, ServeSettings) that start the server the flags describe as a child."""
+    from pathlib import Path
+
+    from servers.launch import ServeSettings
+    from servers.profile_flags import profile_settings
+    from servers.pytorch.runtime import PytorchRuntime
+
+    extra = ["--dtype", ns.dtype, "--device", ns.device]
+    if ns.max_model_len is not None:
+        extra += ["--max-model-len", str(ns.max_model_len)]
+    settings = ServeSettings(model=ns.model, max_batch_size=ns.max_batch_size, host=ns.host,
+                             port=ns.port, served_model_name=ns.served_model_name,
+                             extra_args=tuple(extra), log_dir=Path(ns.log_dir),
+                             startup_timeout_s=ns.startup_timeout, **profile_settings(ns))
+    return PytorchRuntime(batching=ns.batching, threads=ns.threads), settings
+
+
+def cmd_serve(ns: argparse.Namespace) -> int:
+    """``loadgen serve pytorch``: in this process, or as a child for --info-json/--profile."""
+    from servers.profile_flags import launched
+
+    if not launched(ns):
+        return run(ns)
+    from servers.llamacpp.cli import _serve
+
+    runtime, settings = launch_settings(ns)
+    return _serve(runtime, settings, ns.info_json)

@@ -76,6 +76,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="size of the chunk of a giant fault, bytes (default %(default)s)")
 
 
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``loadgen serve sim`` only: with --info-json or --profile the server runs as a
+    child (``python -m servers.sim``) through the common lifecycle (servers/launch.py)."""
+    from servers.profile_flags import add_profile_arguments
+
+    g = parser.add_argument_group("launched as a child (with --info-json or --profile)")
+    g.add_argument("--info-json", default=None, metavar="FILE",
+                   help="start the server as a child process and write its info (runtime, "
+                   "version, argv, profile) to FILE, for `loadgen run --server-info FILE`")
+    g.add_argument("--log-dir", default="results/servers",
+                   help="the child's log folder (default %(default)s)")
+    add_profile_arguments(g)
+
+
+_OWN_FLAGS = ("host", "port", "model", "max_batch_size")  # written by SimRuntime.command
+
+
+def flag_argv(ns: argparse.Namespace) -> list[str]:
+    """Every performance-model and fault flag of ``ns`` (defaults too, so the manifest's argv
+    says each value) as ``python -m servers.sim`` arguments."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_arguments(p)
+    out: list[str] = []
+    for a in p._actions:
+        if a.option_strings and a.dest not in _OWN_FLAGS:
+            out += [a.option_strings[0], str(getattr(ns, a.dest))]
+    return out
+
+
+def launch_settings(ns: argparse.Namespace):
+    """(SimRuntime, ServeSettings) that start the server the flags describe as a child."""
+    from pathlib import Path
+
+    from servers.launch import ServeSettings
+    from servers.profile_flags import profile_settings
+    from servers.sim.runtime import SimRuntime
+
+    settings = ServeSettings(model=ns.model, max_batch_size=ns.max_batch_size, host=ns.host,
+                             port=ns.port, extra_args=tuple(flag_argv(ns)),
+                             log_dir=Path(ns.log_dir), startup_timeout_s=60.0,
+                             **profile_settings(ns))
+    return SimRuntime(), settings
+
+
 def config_from_args(ns: argparse.Namespace) -> SimConfig:
     """The SimConfig described by parsed flags; ValueError names a bad flag's field."""
     costs = SimCosts(

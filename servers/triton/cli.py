@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.flags import _positive_int
+from servers.profile_flags import add_profile_arguments, profile_settings
 
 DESCRIPTION = """\
 NVIDIA Triton Inference Server (from the nvidia-pytriton wheel, cached per machine) serving a
@@ -169,6 +170,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--info-json", default=None, metavar="FILE",
                    help="also write the server info (runtime, version, argv, ports) to FILE")
     add_model_arguments(p)
+    add_profile_arguments(p)
     p.set_defaults(handler=cmd_serve)
 
 
@@ -181,6 +183,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 
     if ns.model is None and not ns.install:
         raise UsageError("give a Hugging Face model directory to serve, or --install")
+    profile = profile_settings(ns)  # a missing profiler is said before any install
     try:
         dist = ensure_triton()
     except (TritonInstallError, FileNotFoundError) as e:
@@ -201,5 +204,5 @@ def cmd_serve(ns: argparse.Namespace) -> int:
                              max_batch_size=ns.max_batch_size, host=ns.host, port=ns.port,
                              served_model_name=ns.served_model_name,
                              extra_args=tuple(ns.server_arg), log_dir=Path(ns.log_dir),
-                             startup_timeout_s=ns.startup_timeout)
+                             startup_timeout_s=ns.startup_timeout, **profile)
     return _serve(runtime, settings, ns.info_json)

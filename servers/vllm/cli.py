@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from loadgen.flags import UsageError, _positive_int
+from servers.profile_flags import add_profile_arguments, profile_settings
 
 DESCRIPTION = """\
 Start vLLM's OpenAI-compatible server (python -m vllm.entrypoints.openai.api_server) on a
@@ -72,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "CPU build takes about 40 s on 2 cores)")
     p.add_argument("--info-json", default=None, metavar="FILE",
                    help="also write the server info (runtime, version, argv) to FILE")
+    add_profile_arguments(p)
     p.set_defaults(handler=cmd_vllm, passthrough=[])  # the args after `--` (loadgen.cli)
 
 
@@ -87,7 +89,7 @@ def _settings(ns: argparse.Namespace):
                          tensor_parallel_size=ns.tensor_parallel_size, host=ns.host,
                          port=ns.port, served_model_name=ns.served_model_name,
                          extra_args=tuple(ns.passthrough), log_dir=Path(ns.log_dir),
-                         startup_timeout_s=ns.startup_timeout)
+                         startup_timeout_s=ns.startup_timeout, **profile_settings(ns))
 
 
 def cmd_vllm(ns: argparse.Namespace) -> int:
