@@ -230,3 +230,75 @@ def test_a_killed_worker_is_named_and_its_streamed_records_are_kept(start_sim, t
     assert salvaged >= 10 and workers.count(k) == salvaged  # its flushed records
     assert workers.count(1 - k) == 60  # the other one finished its share
     assert len(set(ids)) == len(ids) and all(i % 2 == w for i, w in zip(ids, workers, strict=True))
+
+
+def _workers_of(pid: int) -> list[psutil.Process]:
+    return [c for c in psutil.Process(pid).children()
+            if "loadgen.worker_process" in " ".join(c.cmdline())]
+
+
+def _gone(procs: list[psutil.Process], timeout: float) -> bool:
+    """Every process exited (a zombie nobody reaped counts as exited) within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for p in procs:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_killed_parent_takes_its_workers_and_summary_recovers_the_run(start_sim, tmp_path):
+    # SIGKILL of the parent only (not its group: the workers are in their own group anyway)
+    # while 20 ms x 40-token streams are in flight
+    srv = start_sim("--step-base-ms", "20")
+    run_dir = tmp_path / "kp"
+    cmd = [sys.executable, "-m", "loadgen", "run", "--base-url", srv.base_url, "--model", "sim-llm",
+           "--request-rate", "10", "--num-prompts", "200", "--random-input-len", "8",
+           "--random-output-len", "40", "--seed", "5", "--workers", "2", "--no-progress",
+           "--result-dir", str(tmp_path), "--run-name", "kp"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not all(segments(run_dir / "workers" / f"w{k}.parquet") for k in (0, 1)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(2.5)  # about 25 requests sent, several streaming
+        workers = _workers_of(proc.pid)
+        assert len(workers) == 2
+        proc.kill()
+        proc.communicate(timeout=30)
+        assert _gone(workers, timeout=30), [w.pid for w in workers]  # no orphan sends load
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    m = orjson.loads((run_dir / "manifest.json").read_bytes())
+    assert m["status"] == "running" and not (run_dir / "requests.parquet").exists()
+    p = subprocess.run([sys.executable, "-m", "loadgen", "summary", str(run_dir), "--json"],
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True, timeout=60)
+    s = orjson.loads(p.stdout)
+    assert s["validity"]["verdict"] == "PARTIAL" and s["status"] == "partial", p.stderr
+    m = orjson.loads((run_dir / "manifest.json").read_bytes())
+    assert m["interrupted_by"] == "killed"
+    note = m["recovery"]["workers"]
+    assert note["merged_from"] == ["w0.parquet", "w1.parquet"]
+    t = pq.read_table(run_dir / "requests.parquet")
+    ids, workers = t.column("request_id").to_pylist(), t.column("worker").to_pylist()
+    assert 10 <= len(ids) < 200 and ids == sorted(set(ids))
+    assert set(workers) == {0, 1} and all(i % 2 == w for i, w in zip(ids, workers, strict=True))
+    assert note["rows_by_worker"] == {"0": workers.count(0), "1": workers.count(1)}
+    # the workers stopped on the parent's death: their in-flight requests were cancelled
+    assert "cancelled" in t.column("status").to_pylist()
+    assert s["counts"]["recorded"] == len(ids)
+    ts = pq.read_table(run_dir / "timeseries.parquet")
+    assert ts.num_rows >= 2 and max(ts.column("sent").to_pylist()) <= len(ids)
+    assert not (run_dir / "workers").exists()

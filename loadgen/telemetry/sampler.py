@@ -3,7 +3,8 @@
 
 Every ``interval_s`` it reads, from /proc (and psutil for disks, NICs and process trees):
 the host (per-core busy fraction, memory, page faults, context switches, disk and NIC bytes),
-the generator process, the server's process tree (given its pid), and each GPU via NVML.
+the generator process (with its worker processes, when it has them: ``gen_pids``), the
+server's process tree (given its pid), and each GPU via NVML.
 Counters are stored as the kernel reports them (cumulative since boot / process start,
 suffix ``_total``); gauges as read. Times are ``time.perf_counter()`` (CLOCK_MONOTONIC, the
 clock of requests.parquet) and are shifted to the run's t0 when the table is built.
@@ -84,6 +85,40 @@ def read_tree(pid: int, pids: list[int] | None = None) -> dict[str, float] | Non
         return None
     total["processes"] = float(n)
     return total
+
+
+class ProcessGroup:
+    """``read_proc`` summed over a fixed set of processes (the generator and its workers).
+
+    A process that has exited keeps its cumulative counters (``*_total``) in the sum at their
+    last reading, so the sums never step down when a worker ends before the run does; its
+    gauges (RSS, threads) leave the sum. A pid seen gone is never read again (no reuse).
+    ``processes`` is the number read this time.
+    """
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = list(dict.fromkeys(pids))  # unique, in order
+        self.last: dict[int, dict[str, float]] = {}
+        self.gone: set[int] = set()
+
+    def read(self) -> dict[str, float] | None:
+        total: dict[str, float] = {}
+        n = 0
+        for p in self.pids:
+            r = None if p in self.gone else read_proc(p)
+            if r is None:
+                if p in self.last:
+                    self.gone.add(p)
+                r = {k: v for k, v in self.last.get(p, {}).items() if k.endswith("_total")}
+            else:
+                self.last[p] = r
+                n += 1
+            for k, v in r.items():
+                total[k] = total.get(k, 0.0) + v
+        if not total:
+            return None
+        total["processes"] = float(n)
+        return total
 
 
 def _cpu_jiffies() -> tuple[list[tuple[int, int]], float]:
@@ -214,6 +249,7 @@ class Sampler:
     cpu_s: float = 0.0  # the sampler thread's own CPU time
     tree_refresh_s: float = 5.0  # how often the server's process tree is re-scanned
     gen_pid: int | None = None  # the generator (default: this process)
+    gen_pids: list[int] = field(default_factory=list)  # its worker processes (summed with it)
     spool: Spool | None = None  # also append each row here as it is taken
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -236,6 +272,7 @@ class Sampler:
                             server_pid=self.server_pid, gpu_reason=self.gpu_reason)
         prev_cores: list[tuple[int, int]] | None = None
         me = self.gen_pid or os.getpid()
+        group = ProcessGroup([me, *self.gen_pids]) if self.gen_pids else None
         pids: list[int] | None = None
         pids_at = -math.inf
         c0 = time.thread_time()
@@ -262,7 +299,8 @@ class Sampler:
                 n = psutil.net_io_counters()
                 row["host_net_rx_bytes_total"] = float(n.bytes_recv)
                 row["host_net_tx_bytes_total"] = float(n.bytes_sent)
-                for k, v in (read_proc(me) or {}).items():
+                gen = read_proc(me) if group is None else group.read()
+                for k, v in (gen or {}).items():
                     row["gen_" + k] = v
                 if self.server_pid is not None:
                     if pids is None or t_start - pids_at >= self.tree_refresh_s:
@@ -301,6 +339,10 @@ class Sampler:
             "mean_sample_ms": 1e3 * sum(durs) / n if n else None,
             "max_sample_ms": 1e3 * max(durs) if n else None,
             "server_pid": self.server_pid,
+            **({"generator_pids": [self.gen_pid, *self.gen_pids],
+                "generator": "gen_* columns summed over these processes (the run's parent and "
+                             "its workers); an exited one keeps its last *_total counts"}
+               if self.gen_pids else {}),
             "server": ({"unavailable": self.server_reason} if self.server_reason
                        else ("sampled" if self.server_pid else {"unavailable": "no --server-pid"})),
             "gpu": {"unavailable": self.gpu_reason} if self.gpu_reason else "sampled via NVML",
