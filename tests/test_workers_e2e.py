@@ -4,11 +4,15 @@ beyond what the single-process tests already assume."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def _spec(url: str, wl, tmp: Path, name: str, **kw) -> RunSpec:
     return RunSpec(client=ClientConfig(base_url=url, model="sim-llm"), workload=wl,
                    result_dir=tmp, run_name=name, progress=False, **kw)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _by_id(run) -> dict[str, list]:
@@ -302,3 +312,85 @@ def test_a_killed_parent_takes_its_workers_and_summary_recovers_the_run(start_si
     ts = pq.read_table(run_dir / "timeseries.parquet")
     assert ts.num_rows >= 2 and max(ts.column("sent").to_pylist()) <= len(ids)
     assert not (run_dir / "workers").exists()
+
+
+def _scrape(url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    return {s.name + "".join(f"{{{k}={v}}}" for k, v in sorted(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_two_workers_feed_the_parents_live_endpoint_up_to_the_runs_totals(start_sim, tmp_path,
+                                                                           monkeypatch):
+    import loadgen.workers as workers_mod
+    from loadgen.telemetry.session import TelemetryOptions
+
+    srv = start_sim("--step-base-ms", "2")
+    n = 60
+    wl = synthetic_workload(num_requests=n, request_rate=20.0, process="constant",
+                            input_len=8, output_len=6, seed=11)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    during: list[dict[str, float]] = []
+    at_end: list[dict[str, float]] = []
+    stop = threading.Event()
+
+    def poll() -> None:  # a Prometheus server scraping during the run
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                during.append(_scrape(url))
+            time.sleep(0.05)
+
+    real_finish = workers_mod.finish_workers
+
+    def finish_then(*a, **kw):  # every worker has reported: scrape once more, then merge
+        at_end.append(_scrape(url))
+        return real_finish(*a, **kw)
+
+    monkeypatch.setattr(workers_mod, "finish_workers", finish_then)
+    tel = TelemetryOptions(sample=False, metrics_port=port)
+    th = threading.Thread(target=poll, daemon=True)
+    th.start()
+    try:
+        res = execute(_spec(srv.base_url, wl, tmp_path, "live2", workers=2, telemetry=tel,
+                            max_send_lag_ms=50.0))
+    finally:
+        stop.set()
+        th.join(5)
+    assert res.exit_code == 0, res.text
+    sent = [m["loadgen_requests_sent_total"] for m in during]
+    assert sent == sorted(sent) and any(0 < v < n for v in sent)  # it showed the run going
+    end = at_end[0]
+    assert end["loadgen_requests_sent_total"] == end["loadgen_requests_started_total"] == n
+    assert end["loadgen_requests_done_total{status=ok}"] == n
+    assert end["loadgen_requests_in_flight"] == 0
+    assert end["loadgen_ttft_seconds_count"] == end["loadgen_e2e_seconds_count"] == n
+    assert end["loadgen_send_lag_seconds_count"] == n
+    lm = orjson.loads((res.run_dir / "manifest.json").read_bytes())["telemetry"]["live_metrics"]
+    assert lm["requests_drained"] == n and lm["final"]["loadgen_requests_done_total"] == n
+
+
+def test_the_sampler_counts_every_worker_process_as_the_generator(start_sim, tmp_path):
+    from loadgen.telemetry.session import TelemetryOptions
+
+    srv = start_sim("--step-base-ms", "1")
+    wl = synthetic_workload(num_requests=300, request_rate=100.0, input_len=8, output_len=4,
+                            seed=12)
+    tel = TelemetryOptions(sample_interval_s=0.1, gpus=False)
+    res = execute(_spec(srv.base_url, wl, tmp_path, "cpu2", workers=2, telemetry=tel,
+                        max_send_lag_ms=1e3))
+    m = orjson.loads((res.run_dir / "manifest.json").read_bytes())
+    per_worker = [w["cpu_s"] for w in m["generator"]["workers"]]
+    assert min(per_worker) > 0.05  # both busy
+    t = pq.read_table(res.run_dir / "telemetry.parquet")
+    assert max(t.column("gen_processes").to_pylist()) == 3  # the parent and two workers
+    # from the first sample after t0 (the workers' imports and preparation excluded) to the
+    # last (after the workers exited: their CPU is in the parent's reaped-children account),
+    # the sampled generator CPU covers both workers' engines, not one process's
+    cpu = t.column("gen_cpu_s_total").to_numpy()[t.column("t").to_numpy() >= 0]
+    assert cpu[-1] - cpu[0] >= 0.8 * sum(per_worker) > max(per_worker)
+    assert m["telemetry"]["sampler"]["generator_pids"] == [
+        os.getpid(), *(w["pid"] for w in m["generator"]["workers"])]

@@ -87,36 +87,55 @@ def read_tree(pid: int, pids: list[int] | None = None) -> dict[str, float] | Non
     return total
 
 
-class ProcessGroup:
-    """``read_proc`` summed over a fixed set of processes (the generator and its workers).
+def read_reaped(pid: int | str = "self") -> dict[str, float] | None:
+    """CPU seconds and page faults of the children that ``pid`` has waited for (its exited,
+    reaped children: /proc/PID/stat cutime, cstime, cminflt, cmajflt), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    f = stat[stat.rindex(")") + 2:].split()
+    return {"cpu_s_total": (int(f[13]) + int(f[14])) / CLK_TCK,  # fields 16, 17
+            "minflt_total": float(f[8]), "majflt_total": float(f[10])}  # fields 11, 13
 
-    A process that has exited keeps its cumulative counters (``*_total``) in the sum at their
-    last reading, so the sums never step down when a worker ends before the run does; its
-    gauges (RSS, threads) leave the sum. A pid seen gone is never read again (no reuse).
-    ``processes`` is the number read this time.
+
+class ProcessGroup:
+    """The generator as a set of processes: a parent and its worker processes (its children).
+
+    Each sample sums ``read_proc`` over the parent and the workers alive, and adds what the
+    parent's reaped children used (``read_reaped``: the kernel moves an exited child's CPU
+    time and page faults to its parent when the parent waits for it). A worker that exits and
+    is reaped thus moves from one term to the other, whole: CPU and page-fault sums never
+    step down and include a worker's last moments. Context switches have no such account:
+    an exited worker's stay at its last reading. Gauges (RSS, threads) are the live
+    processes'. A pid seen gone is never read again (no reuse). ``processes``: the number
+    read this time.
     """
 
-    def __init__(self, pids: list[int]) -> None:
-        self.pids = list(dict.fromkeys(pids))  # unique, in order
-        self.last: dict[int, dict[str, float]] = {}
+    def __init__(self, parent: int, workers: list[int]) -> None:
+        self.parent = parent
+        self.workers = [w for w in dict.fromkeys(workers) if w != parent]
+        self.last_ctx: dict[int, dict[str, float]] = {}
         self.gone: set[int] = set()
 
     def read(self) -> dict[str, float] | None:
-        total: dict[str, float] = {}
-        n = 0
-        for p in self.pids:
-            r = None if p in self.gone else read_proc(p)
+        me = read_proc(self.parent)
+        if me is None:
+            return None
+        total = dict(me)
+        for k, v in (read_reaped(self.parent) or {}).items():
+            total[k] += v
+        n = 1
+        for w in self.workers:
+            r = None if w in self.gone else read_proc(w)
             if r is None:
-                if p in self.last:
-                    self.gone.add(p)
-                r = {k: v for k, v in self.last.get(p, {}).items() if k.endswith("_total")}
+                self.gone.add(w)
+                r = self.last_ctx.get(w, {})
             else:
-                self.last[p] = r
                 n += 1
+                self.last_ctx[w] = {k: v for k, v in r.items() if k.startswith("ctx_")}
             for k, v in r.items():
                 total[k] = total.get(k, 0.0) + v
-        if not total:
-            return None
         total["processes"] = float(n)
         return total
 
@@ -272,7 +291,7 @@ class Sampler:
                             server_pid=self.server_pid, gpu_reason=self.gpu_reason)
         prev_cores: list[tuple[int, int]] | None = None
         me = self.gen_pid or os.getpid()
-        group = ProcessGroup([me, *self.gen_pids]) if self.gen_pids else None
+        group = ProcessGroup(me, self.gen_pids) if self.gen_pids else None
         pids: list[int] | None = None
         pids_at = -math.inf
         c0 = time.thread_time()
@@ -340,8 +359,9 @@ class Sampler:
             "max_sample_ms": 1e3 * max(durs) if n else None,
             "server_pid": self.server_pid,
             **({"generator_pids": [self.gen_pid, *self.gen_pids],
-                "generator": "gen_* columns summed over these processes (the run's parent and "
-                             "its workers); an exited one keeps its last *_total counts"}
+                "generator": "gen_* columns: the run's parent and its worker processes "
+                             "(loadgen.telemetry.sampler.ProcessGroup: the CPU and faults of "
+                             "exited workers through the parent's reaped-children account)"}
                if self.gen_pids else {}),
             "server": ({"unavailable": self.server_reason} if self.server_reason
                        else ("sampled" if self.server_pid else {"unavailable": "no --server-pid"})),
