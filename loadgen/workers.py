@@ -350,7 +350,20 @@ def finish_workers(spec: Any, run_dir: Path, manifest: dict[str, Any], jobs: lis
                    t0_unix: float, interrupted_by: str | None, info: dict[str, Any],
                    tel: Any) -> dict[str, Any]:
     """Merge the workers' outputs into the run directory and fill the manifest (shared by the
-    local and the Ray runner)."""
+    local and the Ray runner); the telemetry session (its live endpoint, kept open until
+    now) is stopped whatever happens."""
+    try:
+        return _finish(spec, run_dir, manifest, jobs, reports, failures, t0, t0_unix,
+                       interrupted_by, info, tel)
+    finally:
+        if tel is not None:
+            tel.stop()  # idempotent after tel.finish
+
+
+def _finish(spec: Any, run_dir: Path, manifest: dict[str, Any], jobs: list[WorkerJob],
+            reports: list[dict[str, Any]], failures: dict[int, str], t0: float,
+            t0_unix: float, interrupted_by: str | None, info: dict[str, Any],
+            tel: Any) -> dict[str, Any]:
     n_rec, unreadable, salvaged = merge_records([Path(j.records_path) for j in jobs],
                                                 run_dir / "requests.parquet")
     pq.write_table(timeseries_table(merge_timeseries([r["timeseries"] for r in reports])),
@@ -380,7 +393,5 @@ def finish_workers(spec: Any, run_dir: Path, manifest: dict[str, Any], jobs: lis
         manifest["clock"]["t0_utc"] = datetime.fromtimestamp(t0_unix, UTC).isoformat()
     if tel is not None and math.isfinite(t0):
         manifest["telemetry"] = tel.finish(run_dir, t0, gen["wall_s"])
-    elif tel is not None:
-        tel.stop()
     manifest["generator"] = gen
     return manifest

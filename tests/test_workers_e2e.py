@@ -394,3 +394,45 @@ def test_the_sampler_counts_every_worker_process_as_the_generator(start_sim, tmp
     assert cpu[-1] - cpu[0] >= 0.8 * sum(per_worker) > max(per_worker)
     assert m["telemetry"]["sampler"]["generator_pids"] == [
         os.getpid(), *(w["pid"] for w in m["generator"]["workers"])]
+
+
+def test_ctrl_c_of_a_ray_run_stops_its_actors_and_saves_a_partial_run(start_sim, tmp_path):
+    pytest.importorskip("ray")  # the [test] extra installs it (pyproject.toml)
+    srv = start_sim("--step-base-ms", "20")  # 40 tokens: about a second a request
+    run_dir = tmp_path / "rc"
+    cmd = [sys.executable, "-m", "loadgen", "run", "--base-url", srv.base_url, "--model", "sim-llm",
+           "--request-rate", "10", "--num-prompts", "200", "--random-input-len", "8",
+           "--random-output-len", "40", "--seed", "6", "--workers", "2", "--ray", "local",
+           "--no-progress", "--no-telemetry", "--result-dir", str(tmp_path), "--run-name", "rc"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    actors: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 120  # Ray's own start-up takes most of it
+        while len(actors) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+            actors = []
+            for p in psutil.Process(proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "LoadWorker.run" in " ".join(p.cmdline()):  # Ray's title of a busy actor
+                        actors.append(p)
+        time.sleep(3.0)  # past the common start (>= 1 s margin): requests in flight
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert _gone(actors, timeout=30), [a.pid for a in actors]  # the actors are stopped
+    m = orjson.loads((run_dir / "manifest.json").read_bytes())
+    assert m["status"] == "partial" and m["interrupted_by"] == "SIGINT"
+    assert m["config"]["workers"]["mode"] == "ray"
+    assert [w["interrupted"] for w in m["generator"]["workers"]] == [True, True]
+    t = pq.read_table(run_dir / "requests.parquet")
+    ids = t.column("request_id").to_pylist()
+    assert 5 <= len(ids) < 200 and len(set(ids)) == len(ids)
+    assert set(t.column("worker").to_pylist()) == {0, 1}
+    assert "cancelled" in t.column("status").to_pylist()  # in flight at Ctrl-C
+    assert orjson.loads((run_dir / "summary.json").read_bytes())["validity"]["verdict"] == "PARTIAL"
