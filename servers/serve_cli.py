@@ -66,3 +66,12 @@ def serve(runtime: Any, settings: Any, info_json: str | None) -> int:
     print(f"loadgen serve {runtime.name}: server exited with code {rc}; see {info['log']}",
           file=sys.stderr)
     return 1
+
+
+def print_installed(python: Path, runtime: Any) -> int:
+    """What ``--install`` without a model prints: the Python on stdout (for scripts), the
+    runtime's version on stderr (without the long install-info); exit code 0."""
+    print(python)
+    print(json.dumps({k: v for k, v in runtime.version().items() if k != "install_info"},
+                     indent=2), file=sys.stderr)
+    return 0

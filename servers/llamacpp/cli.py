@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from loadgen.flags import UsageError, _positive_int
-from servers.serve_cli import add_lifecycle_arguments, serve
+from servers.serve_cli import add_lifecycle_arguments, print_installed, serve
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -127,8 +127,5 @@ def cmd_llamacpp_python(ns: argparse.Namespace) -> int:
         return 1
     runtime = LlamaCppPythonRuntime(python=str(python), ctx=ns.ctx)
     if settings is None:
-        print(python)
-        print(json.dumps({k: v for k, v in runtime.version().items() if k != "install_info"},
-                         indent=2), file=sys.stderr)
-        return 0
+        return print_installed(python, runtime)
     return serve(runtime, settings, ns.info_json)

@@ -10,12 +10,11 @@ Exit codes: 0 stopped by a signal or install done, 1 the server or the install f
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from loadgen.flags import UsageError, _positive_int
-from servers.serve_cli import add_lifecycle_arguments, serve
+from servers.serve_cli import add_lifecycle_arguments, print_installed, serve
 
 DESCRIPTION = """\
 Start vLLM's OpenAI-compatible server (python -m vllm.entrypoints.openai.api_server) on a
@@ -97,8 +96,5 @@ def cmd_vllm(ns: argparse.Namespace) -> int:
     runtime = VllmRuntime(python=python, enforce_eager=ns.enforce_eager, dtype=ns.dtype,
                           cpu_kvcache_gib=ns.cpu_kvcache_gib, offline=not ns.allow_download)
     if settings is None:
-        print(python)
-        print(json.dumps({k: v for k, v in runtime.version().items() if k != "install_info"},
-                         indent=2), file=sys.stderr)
-        return 0
+        return print_installed(python, runtime)
     return serve(runtime, settings, ns.info_json)
