@@ -105,8 +105,13 @@ def cached_python(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path | None:
 
 
 def _this_python_has_server() -> bool:
-    return (importlib.util.find_spec("llama_cpp") is not None
-            and importlib.util.find_spec("llama_cpp.server") is not None)
+    """Whether the running interpreter has llama_cpp.server (finding a submodule imports
+    ``llama_cpp`` itself, which loads its libraries: a broken install counts as none)."""
+    try:
+        return (importlib.util.find_spec("llama_cpp") is not None
+                and importlib.util.find_spec("llama_cpp.server") is not None)
+    except Exception:  # noqa: BLE001 - any import failure means: not usable here
+        return False
 
 
 def find_llama_cpp_python(explicit: str | os.PathLike | None = None,
