@@ -8,16 +8,27 @@ stream to ``requests.parquet`` (and ``timeseries.arrows`` likewise), marks the m
 ``partial`` with ``interrupted_by: killed`` and a ``recovery`` note, and writes both back
 (atomically). A folder it may not write is recovered in memory only. A run whose generator
 is still alive (it holds the stream's lock) is read as a snapshot and left untouched.
+
+A run of several worker processes (``--workers N``) whose parent died has no
+``requests.parquet`` and no stream of its own: its records are the workers' files under
+``workers/`` (``w<k>.parquet``, closed by workers that stopped when the parent died, or the
+stream of one that was killed too; loadgen/merge.py). ``load_run`` merges them with the
+merge code of a finished run (records sorted by request id, time series summed per second)
+into ``requests.parquet`` and ``timeseries.parquet``, removes ``workers/`` (unless a file
+could not be read) and says so under ``recovery.workers``. While any worker still holds its
+stream's lock, the merge is a snapshot in memory and nothing is changed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,6 +37,7 @@ from loadgen.stream_table import finalize, salvage, segments, writer_alive
 
 KILLED = "killed"
 """``interrupted_by`` of a run recovered after its generator died without a clean stop."""
+WORKERS_DIR = "workers"  # loadgen/workers.py: the worker processes' own files
 
 
 @dataclass(frozen=True)
@@ -37,9 +49,14 @@ class Run:
 
 
 def has_records(path: str | Path) -> bool:
-    """Does this run directory hold records (finished, or a stream to recover)?"""
+    """Does this run directory hold records (finished, a stream, or workers' files to
+    recover)?"""
     rpath = Path(path) / "requests.parquet"
-    return rpath.exists() or bool(segments(rpath))
+    if rpath.exists() or segments(rpath):
+        return True
+    from loadgen.merge import worker_record_paths
+
+    return bool(worker_record_paths(Path(path) / WORKERS_DIR))
 
 
 def _read_parquet(path: Path) -> pa.Table:
@@ -98,9 +115,15 @@ def load_run(path: str | Path, recover: bool = True) -> Run:
     notes: dict[str, Any] = {}
     rpath = p / "requests.parquet"
     requests = _load_table(rpath, recover, notes)
+    ts_workers = None
     if requests is None:
-        raise FileNotFoundError(f"{rpath}: missing; the run wrote no records")
+        got = _merge_workers(p, recover, notes)
+        if got is None:
+            raise FileNotFoundError(f"{rpath}: missing; the run wrote no records")
+        requests, ts_workers = got
     timeseries = _load_table(p / "timeseries.parquet", recover, notes)
+    if timeseries is None:
+        timeseries = ts_workers
     if manifest.get("status") == "running" and not notes.get("live"):
         marked = _mark_killed(manifest, notes, requests.num_rows)
         if recover:
@@ -130,3 +153,51 @@ def _mark_killed(manifest: dict[str, Any], notes: dict[str, Any], rows: int) -> 
         **{k: v for k, v in notes.items() if k != "live"},
     }
     return m
+
+
+def _merge_workers(p: Path, recover: bool, notes: dict[str, Any]
+                   ) -> tuple[pa.Table, pa.Table | None] | None:
+    """The records and time series of a workers run whose parent died (module docstring),
+    or None if ``p`` has no workers' files."""
+    from loadgen.merge import (
+        merge_timeseries,
+        read_records,
+        read_worker_timeseries,
+        timeseries_path,
+        timeseries_table,
+        worker_record_paths,
+        write_atomic,
+    )
+
+    wdir = p / WORKERS_DIR
+    paths = worker_record_paths(wdir)
+    if not paths:
+        return None
+    table, unreadable, salvaged = read_records(paths)
+    per_worker = read_worker_timeseries([timeseries_path(x) for x in paths])
+    ts = timeseries_table(merge_timeseries(per_worker)) if any(per_worker) else None
+    if any(writer_alive(x) or writer_alive(timeseries_path(x)) for x in paths):
+        notes["live"] = True  # workers still writing (their parent just died): a snapshot
+        return table, ts
+    note: dict[str, Any] = {
+        "reason": "the parent process of the worker processes died; the workers stopped with "
+                  "it (parent-death signal or closed socket) and their files were merged",
+        "merged_from": [x.name for x in paths], "rows": table.num_rows,
+        "rows_by_worker": {str(k): int(v) for k, v in zip(
+            *np.unique(table.column("worker").to_numpy(), return_counts=True), strict=True)},
+        "salvaged_streams": {Path(k).name: v for k, v in salvaged.items()},
+        "timeseries_rows": ts.num_rows if ts is not None else 0}
+    if unreadable:
+        note["unreadable"] = {Path(k).name: v for k, v in unreadable.items()}
+    if recover:
+        try:
+            write_atomic(table, p / "requests.parquet")
+            if ts is not None and not (p / "timeseries.parquet").exists():
+                write_atomic(ts, p / "timeseries.parquet")
+            note["converted_to"] = "requests.parquet"
+            if not unreadable:
+                shutil.rmtree(wdir, ignore_errors=True)
+        except OSError as e:  # read-only folder, disk full: recovered in memory only
+            note["not_written"] = f"{type(e).__name__}: {e}"
+    notes[WORKERS_DIR] = note
+    return table, ts

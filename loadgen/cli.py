@@ -325,10 +325,10 @@ def cmd_serve_sim(ns: argparse.Namespace) -> int:
     from servers.profile_flags import launched
 
     if launched(ns):  # --info-json or --profile: a child process, as the other runtimes
-        from servers.llamacpp.cli import _serve
+        from servers.serve_cli import serve
         from servers.sim.cli import launch_settings
 
-        return _serve(*launch_settings(ns), ns.info_json)
+        return serve(*launch_settings(ns), ns.info_json)
     return run(cfg) or 0
 
 

@@ -9,12 +9,17 @@
   counts (cumulative counters, in-flight, CPU) and takes the largest loop lag; a worker that
   finished earlier contributes its last cumulative counts and nothing in flight;
 - histograms: each worker's encoded HdrHistograms are added (analysis/histograms.py).
+
+A run whose parent process died has no reports, only the workers' files (``workers/w<k>.parquet``
+and ``w<k>.ts.parquet``, or their streams): analysis/load.py merges them with the same
+functions (``read_records``, ``read_worker_timeseries``, ``merge_timeseries``).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +32,13 @@ from loadgen.records import SCHEMA
 from loadgen.stream_table import salvage, segments
 
 CUMULATIVE = ("intended", "started", "sent", "done", "failed")
+TS_SCHEMA = pa.schema([(c, pa.float64()) for c in TIMESERIES_COLUMNS])
 
 
-def merge_records(paths: list[Path], out: Path) -> tuple[int, dict[str, str], dict[str, int]]:
-    """Write the records of ``paths`` as one file ``out`` sorted by request_id; return the
-    number of rows, {path: why it could not be read} and {path: rows salvaged from the
-    crash-safe stream of a worker that did not close its writer (loadgen/stream_table.py)}."""
+def read_records(paths: list[Path]) -> tuple[pa.Table, dict[str, str], dict[str, int]]:
+    """The records of ``paths`` as one table sorted by request_id, {path: why it could not
+    be read} and {path: rows salvaged from the crash-safe stream of a worker that did not
+    close its writer (loadgen/stream_table.py)}."""
     tables, unreadable, salvaged = [], {}, {}
     for p in paths:
         try:
@@ -45,11 +51,56 @@ def merge_records(paths: list[Path], out: Path) -> tuple[int, dict[str, str], di
         except (pa.ArrowInvalid, OSError, ValueError) as e:
             unreadable[str(p)] = f"{type(e).__name__}: {e}"
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    table = table.sort_by("request_id")
+    return table.sort_by("request_id"), unreadable, salvaged
+
+
+def write_atomic(table: pa.Table, out: Path) -> None:
     tmp = out.with_name(out.name + ".tmp")
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, out)
+
+
+def merge_records(paths: list[Path], out: Path) -> tuple[int, dict[str, str], dict[str, int]]:
+    """Write the records of ``paths`` as one file ``out`` (``read_records``); return the
+    number of rows and ``read_records``'s two notes."""
+    table, unreadable, salvaged = read_records(paths)
+    write_atomic(table, out)
     return table.num_rows, unreadable, salvaged
+
+
+WORKER_FILE = re.compile(r"w(\d+)\.(?:parquet|arrows(?:\.\d+)?)")
+
+
+def worker_record_paths(records_dir: Path) -> list[Path]:
+    """The record files ``w<k>.parquet`` that the workers of ``records_dir`` left (finished,
+    or as a stream only), by worker number."""
+    if not Path(records_dir).is_dir():
+        return []
+    ks = {int(m.group(1)) for f in Path(records_dir).iterdir() if (m := WORKER_FILE.fullmatch(f.name))}
+    return [Path(records_dir) / f"w{k}.parquet" for k in sorted(ks)]
+
+
+def timeseries_path(records_path: Path) -> Path:
+    """Where a worker streams its time series: ``w<k>.parquet`` -> ``w<k>.ts.parquet``."""
+    return Path(records_path).with_suffix(".ts.parquet")
+
+
+def read_worker_timeseries(paths: list[Path]) -> list[list[tuple]]:
+    """Each worker's time series rows from its ``w<k>.ts.parquet`` (or the stream a dead
+    worker left); a worker without one contributes no rows."""
+    out = []
+    for p in paths:
+        t = None
+        try:
+            if p.exists():
+                t = pq.read_table(p, schema=TS_SCHEMA)
+            elif segments(p):
+                t = salvage(p, TS_SCHEMA).table
+        except (pa.ArrowInvalid, OSError, ValueError):
+            t = None  # a damaged time series: the records still count
+        cols = [t.column(c).to_pylist() for c in TIMESERIES_COLUMNS] if t is not None else []
+        out.append(list(zip(*cols, strict=True)))
+    return out
 
 
 def merge_timeseries(per_worker: list[list[tuple]]) -> list[tuple]:
@@ -82,7 +133,7 @@ def merge_timeseries(per_worker: list[list[tuple]]) -> list[tuple]:
 def timeseries_table(rows: list[tuple]) -> pa.Table:
     return pa.Table.from_arrays(
         [pa.array([r[i] for r in rows], type=pa.float64()) for i in range(len(TIMESERIES_COLUMNS))],
-        names=list(TIMESERIES_COLUMNS))
+        schema=TS_SCHEMA)
 
 
 def _strip(d: dict) -> dict:

@@ -7,7 +7,11 @@ The same code runs in a local worker process (loadgen/workers.py) and in a Ray a
    records thread would import mid-run and freezes the heap, all before t0;
 2. ``run(t0)``: runs ``loadgen.engine.run_engine`` with the common ``t0`` (perf_counter, i.e.
    CLOCK_MONOTONIC) and writes its records with a ``RecordWriter`` to its own Parquet file,
-   with the **global** request ids (its share's local index k is mapped to ``ids[k]``);
+   with the **global** request ids (its share's local index k is mapped to ``ids[k]``),
+   and its once-a-second time series, crash-safe, beside them (``timeseries_path``), so
+   that a run whose parent died can be merged from the files alone (analysis/load.py);
+   with ``live_metrics`` it also queues each finished request's times (one append, as in
+   one process) for the parent's live endpoint, taken once a second (``take_live``);
 3. reports what the parent needs to merge without re-reading lists: counters, CPU and wall
    time, its time series rows, and encoded HdrHistograms (send lag, TTFT, E2E, event-loop
    lag) that the parent adds (analysis/histograms.py ``combine_described``).
@@ -15,6 +19,7 @@ The same code runs in a local worker process (loadgen/workers.py) and in a Ray a
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import time
@@ -28,7 +33,9 @@ import numpy as np
 from arrivals.workload import Workload
 from loadgen.clients.base import Client, as_client
 from loadgen.engine import EngineOptions, EngineResult, run_engine
+from loadgen.merge import TS_SCHEMA, timeseries_path, timeseries_table
 from loadgen.records import Record, RecordWriter
+from loadgen.stream_table import StreamTableWriter
 
 
 @dataclass
@@ -43,6 +50,7 @@ class WorkerJob:
     records_path: Path
     keep_chunk_times: bool = True
     input_tokens_tokenize: list[int | None] | None = None  # this share's, --count-tokens-with-server
+    live_metrics: bool = False  # queue finished requests for the parent's --metrics-port
 
 
 class GlobalIds:
@@ -67,10 +75,20 @@ class PreparedWorker:
         self.job = job
         self.client: Client = as_client(job.client)
         self.bodies = self.client.prepare(job.workload)
+        self.live: Any = None
+        if job.live_metrics:
+            from loadgen.telemetry.live import RowBatch
+
+            self.live = RowBatch()
         pa.array([0.0])  # see loadgen/run.py execute: imports of the records thread, before t0
         gc.collect()
         gc.freeze()
         self.prepare_s = time.perf_counter() - t
+
+    def take_live(self) -> list[tuple] | None:
+        """The finished requests queued for the live endpoint since the last call (None: the
+        endpoint is off); safe from any thread (a Ray actor's other thread)."""
+        return self.live.take() if self.live is not None else None
 
     async def run(self, t0: float, *, on_progress: Callable[[EngineResult, float], None] | None = None,
                   on_task: Callable[[Any], None] | None = None) -> dict[str, Any]:
@@ -82,15 +100,30 @@ class PreparedWorker:
         job = self.job
         Path(job.records_path).parent.mkdir(parents=True, exist_ok=True)
         writer = RecordWriter(Path(job.records_path), keep_chunk_times=job.keep_chunk_times)
+        ts_stream = StreamTableWriter(timeseries_path(job.records_path), TS_SCHEMA)
+        ts_done = [0]
+
+        def ts_append(rows: list[tuple]) -> None:
+            with contextlib.suppress(OSError):  # the records' own error stops the run
+                ts_stream.append(timeseries_table(rows))
 
         def progress(res: EngineResult, now: float) -> None:
             if writer.failed and not task.cancelled():  # disk full: stop, as one process does
                 task.cancel()
+            rows = res.timeseries
+            if len(rows) > ts_done[0] and not writer.closed:
+                writer.submit(ts_append, rows[ts_done[0]:])
+                ts_done[0] = len(rows)
             if on_progress is not None:
                 on_progress(res, now)
 
+        sink: Any = GlobalIds(writer, job.ids)
+        if self.live is not None:
+            from loadgen.telemetry.live import ObservingWriter
+
+            sink = ObservingWriter(sink, self.live)
         task = asyncio.get_running_loop().create_task(run_engine(
-            job.workload, self.client, GlobalIds(writer, job.ids), job.engine, bodies=self.bodies,
+            job.workload, self.client, sink, job.engine, bodies=self.bodies,
             on_progress=progress, t0=t0, input_tokens_tokenize=job.input_tokens_tokenize))
         if on_task is not None:
             on_task(task)
@@ -100,7 +133,10 @@ class PreparedWorker:
             res = EngineResult(t0=t0, t0_unix=time.time() + (t0 - time.perf_counter()),
                                interrupted=True)
         finally:
-            writer.close()
+            writer.close()  # after the records thread's last ts_append (the engine's last
+            # progress call, at its end, submitted the last rows)
+            with contextlib.suppress(OSError):
+                ts_stream.close(convert=True)
         rep = report(job, res, writer.n_written, self.prepare_s)
         rep["lost"] = writer.n_lost
         rep["write_error"] = f"{type(writer.error).__name__}: {writer.error}" if writer.error else None

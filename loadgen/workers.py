@@ -14,7 +14,14 @@
 Ctrl-C / SIGTERM: workers run in their own process group and ignore SIGINT; the parent
 catches it and tells every worker to stop; each cancels its in-flight
 requests (recorded as ``cancelled``), closes its records and reports, and the parent saves a
-partial run. A worker that dies without reporting is named in the manifest.
+partial run. A worker that dies without reporting is named in the manifest. A parent that
+dies (SIGKILL) takes its workers with it (loadgen/worker_process.py: a parent-death signal
+and the closed socket); its run directory is recovered from the workers' files by
+``analysis.load.load_run``.
+
+Telemetry: the parent runs the telemetry session; its sampler counts the workers' processes
+as the generator's (``gen_*`` columns), and with ``--metrics-port`` the parent serves the
+live endpoint, fed by the workers once a second (docs/telemetry.md).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import pyarrow.parquet as pq
 
 from arrivals.workload import Workload
 from loadgen.engine import EngineOptions
+from loadgen.manifest import write_json_atomic
 from loadgen.merge import generator_section, merge_records, merge_timeseries, timeseries_table
 from loadgen.progress import Progress
 from loadgen.split import session_ids_of, split_indices, subset_workload
@@ -97,9 +105,11 @@ def _share(total: int, workers: int, k: int) -> int:
 
 
 def make_jobs(spec: Any, workers: int, records_dir: Path,
-              tokenize_counts: list[int | None] | None = None) -> list[WorkerJob]:
+              tokenize_counts: list[int | None] | None = None,
+              live_metrics: bool = False) -> list[WorkerJob]:
     """Split ``spec.workload`` (a RunSpec's) into one job per worker; ``tokenize_counts``
-    (one per request, --count-tokens-with-server) are split with it."""
+    (one per request, --count-tokens-with-server) are split with it; ``live_metrics``: the
+    workers queue their finished requests for the parent's live endpoint."""
     wl = spec.workload
     if spec.engine.max_concurrency and spec.engine.max_concurrency < workers:
         raise ValueError(f"--max-concurrency {spec.engine.max_concurrency} is smaller than "
@@ -116,7 +126,7 @@ def make_jobs(spec: Any, workers: int, records_dir: Path,
                               client=spec.client, engine=eng,
                               records_path=records_dir / f"w{k}.parquet",
                               keep_chunk_times=spec.keep_chunk_times,
-                              input_tokens_tokenize=toks))
+                              input_tokens_tokenize=toks, live_metrics=live_metrics))
     return jobs
 
 
@@ -165,7 +175,15 @@ def run_local(spec: Any, run_dir: Path, manifest: dict[str, Any], workers: int,
               tokenize_counts: list[int | None] | None = None) -> dict[str, Any]:
     """Run ``spec`` with ``workers`` local processes; return the finished manifest."""
     records_dir = run_dir / "workers"
-    jobs = make_jobs(spec, workers, records_dir, tokenize_counts)
+    jobs = make_jobs(spec, workers, records_dir, tokenize_counts, live_metrics=_live_on(spec))
+    info = {"mode": "processes", "start_method": "python -m loadgen.worker_process (own "
+            "process group, stops when the parent dies; job and messages over a socket)",
+            "count": workers, "split": SPLIT_DOC, "start_margin_s": START_MARGIN_S,
+            "records": "workers/w<k>.parquet, merged into requests.parquet at the end",
+            "t0_agreement": "barrier (every worker prepared), then t0 = now + margin on "
+                            "time.perf_counter (CLOCK_MONOTONIC, shared by the machine)"}
+    manifest["config"]["workers"] = info  # on disk now: a recovery knows the workers
+    write_json_atomic(run_dir / "manifest.json", manifest)
     procs, conns = [], []
     failures: dict[int, str] = {}
     try:
@@ -181,12 +199,18 @@ def run_local(spec: Any, run_dir: Path, manifest: dict[str, Any], workers: int,
     except BaseException:
         _reap(procs, kill=True)
         raise
-    tel = _telemetry(spec, run_dir)
+    try:
+        tel = _telemetry(spec, run_dir, [p.pid for p in procs])
+    except BaseException:
+        _reap(procs, kill=True)
+        raise
+    live_metrics = tel.live if tel is not None else None
     progress = Progress(len(spec.workload), spec.workload.duration,
                         enabled=spec.progress and not spec.quiet)
     reports: dict[int, dict[str, Any]] = {}
     ready: dict[int, float] = {}
     live: dict[int, tuple[int, ...]] = {}
+    counts: dict[int, tuple[int, ...]] = {}  # each worker's last counters (kept after "done")
     t0 = t0_unix = math.nan
     by_conn = {c: k for k, c in enumerate(conns)}
     with Stopper(lambda: _send_stop(conns), workers) as stopper:
@@ -199,11 +223,14 @@ def run_local(spec: Any, run_dir: Path, manifest: dict[str, Any], workers: int,
                 t0_unix = time.time() + (t0 - time.perf_counter())
                 for c in conns:
                     c.send(("start", t0))
+                if tel is not None:
+                    tel.send_t0(t0, t0_unix)  # for a recovery of the telemetry after a crash
             else:
                 stopper.stop_all()
             last = 0.0
             while len(reports) + len(failures) < workers:
-                _pump(by_conn, procs, ready, live, reports, failures, timeout=0.2)
+                _pump(by_conn, procs, ready, live, reports, failures, timeout=0.2,
+                      counts=counts, live_metrics=live_metrics)
                 now = time.perf_counter()
                 if live and now - last >= 1.0:
                     last = now
@@ -212,25 +239,25 @@ def run_local(spec: Any, run_dir: Path, manifest: dict[str, Any], workers: int,
             _reap(procs)
             progress.close()
             if tel is not None:
-                tel.stop()
+                tel.stop(keep_live=True)  # the live endpoint serves the totals until the end
     if math.isnan(t0) and stopper.by is None and failures:
+        if tel is not None:
+            tel.stop()
         first = failures[min(failures)]
         if "\n" in first:
             print(first.split("\n", 1)[1], file=sys.stderr, end="")  # the worker's traceback
         raise WorkerError("; ".join(failures[k].splitlines()[0] for k in sorted(failures)))
     reps = [reports[k] for k in sorted(reports)]
-    info = {"mode": "processes", "start_method": "python -m loadgen.worker_process (own "
-            "process group; job and messages over a socket)", "count": workers, "split": SPLIT_DOC,
-            "start_margin_s": START_MARGIN_S,
-            "t0_agreement": "barrier (every worker prepared), then t0 = now + margin on "
-                            "time.perf_counter (CLOCK_MONOTONIC, shared by the machine)"}
     return finish_workers(spec, run_dir, manifest, jobs, reps, failures, t0, t0_unix,
                           stopper.by, info, tel)
 
 
 def _pump(by_conn: dict[Connection, int], procs: list, ready: dict, live: dict, reports: dict,
-          failures: dict, timeout: float) -> None:
-    """Handle the messages that arrived within ``timeout``; notice dead workers."""
+          failures: dict, timeout: float, counts: dict | None = None,
+          live_metrics: Any = None) -> None:
+    """Handle the messages that arrived within ``timeout``; notice dead workers. Progress
+    goes to ``live`` (and ``counts``, which keeps it after "done") and, with a live endpoint,
+    the finished requests it carries and the summed counters to ``live_metrics``."""
     for c in wait(list(by_conn), timeout=timeout):
         k = by_conn[c]
         try:
@@ -248,6 +275,12 @@ def _pump(by_conn: dict[Connection, int], procs: list, ready: dict, live: dict, 
             ready[k] = payload
         elif kind == "progress":
             live[k] = payload
+            if counts is not None:
+                counts[k] = payload
+            if live_metrics is not None:
+                if len(payload) > 6:
+                    live_metrics.observe_rows(payload[6])
+                live_metrics.engine_result = _aggregate(counts if counts is not None else live)
         elif kind == "done":
             reports[k] = payload
             live.pop(k, None)
@@ -264,7 +297,8 @@ def _start_process() -> tuple[subprocess.Popen, Connection]:
     code_root = str(Path(__file__).resolve().parent.parent)
     path = os.pathsep.join([code_root, *filter(None, [os.environ.get("PYTHONPATH")])])
     try:
-        p = subprocess.Popen([sys.executable, "-m", "loadgen.worker_process", str(theirs.fileno())],
+        p = subprocess.Popen([sys.executable, "-m", "loadgen.worker_process", str(theirs.fileno()),
+                          str(os.getpid())],
                              pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
                              process_group=0, env={**os.environ, "PYTHONPATH": path})
     finally:
@@ -290,19 +324,25 @@ def _aggregate(live: dict[int, tuple[int, ...]]) -> SimpleNamespace:
                                                     failed=v[3], in_flight=v[4]))
 
 
-def _telemetry(spec: Any, run_dir: Path) -> Any:
-    """The run's telemetry session, in the parent (host and server sampling, scraping).
-    Live generator metrics need the records in this process: not with several workers."""
+def _live_on(spec: Any) -> bool:
+    return spec.telemetry is not None and spec.telemetry.metrics_port is not None
+
+
+def _telemetry(spec: Any, run_dir: Path, worker_pids: list[int] | None = None,
+               live: bool = True) -> Any:
+    """The run's telemetry session, in the parent (host and server sampling, scraping, the
+    live endpoint fed by the workers); ``worker_pids``: local worker processes, sampled as
+    part of the generator. ``live=False``: no live endpoint (a runner that cannot feed it)."""
     if spec.telemetry is None:
         return None
     from loadgen.telemetry.session import TelemetrySession
 
     opts = spec.telemetry
-    if opts.metrics_port is not None:
-        print("note: --metrics-port (live generator metrics) is not available with several "
-              "workers; it is off for this run", file=sys.stderr)
+    if opts.metrics_port is not None and not live:
+        print("note: --metrics-port (live generator metrics) is not available with this "
+              "runner; it is off for this run", file=sys.stderr)
         opts = replace(opts, metrics_port=None)
-    return TelemetrySession(opts).start(run_dir)
+    return TelemetrySession(opts).start(run_dir, generator_pids=worker_pids or ())
 
 
 def finish_workers(spec: Any, run_dir: Path, manifest: dict[str, Any], jobs: list[WorkerJob],
@@ -310,7 +350,20 @@ def finish_workers(spec: Any, run_dir: Path, manifest: dict[str, Any], jobs: lis
                    t0_unix: float, interrupted_by: str | None, info: dict[str, Any],
                    tel: Any) -> dict[str, Any]:
     """Merge the workers' outputs into the run directory and fill the manifest (shared by the
-    local and the Ray runner)."""
+    local and the Ray runner); the telemetry session (its live endpoint, kept open until
+    now) is stopped whatever happens."""
+    try:
+        return _finish(spec, run_dir, manifest, jobs, reports, failures, t0, t0_unix,
+                       interrupted_by, info, tel)
+    finally:
+        if tel is not None:
+            tel.stop()  # idempotent after tel.finish
+
+
+def _finish(spec: Any, run_dir: Path, manifest: dict[str, Any], jobs: list[WorkerJob],
+            reports: list[dict[str, Any]], failures: dict[int, str], t0: float,
+            t0_unix: float, interrupted_by: str | None, info: dict[str, Any],
+            tel: Any) -> dict[str, Any]:
     n_rec, unreadable, salvaged = merge_records([Path(j.records_path) for j in jobs],
                                                 run_dir / "requests.parquet")
     pq.write_table(timeseries_table(merge_timeseries([r["timeseries"] for r in reports])),

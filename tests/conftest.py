@@ -14,6 +14,18 @@ if str(ROOT) not in sys.path:
 
 from servers.process import ServerProcess, sim_server  # noqa: E402
 
+try:  # fuzz tests (hypothesis): the same examples on every run, so CI is reproducible;
+    # LOADGEN_FUZZ_RANDOM=1 explores new ones (and keeps failures in .hypothesis/).
+    import os
+
+    from hypothesis import settings as _hyp_settings
+
+    _hyp_settings.register_profile("repeatable", derandomize=True, database=None)
+    if not os.environ.get("LOADGEN_FUZZ_RANDOM"):
+        _hyp_settings.load_profile("repeatable")
+except ImportError:
+    pass
+
 
 @pytest.fixture
 def start_sim(tmp_path: Path) -> Iterator:

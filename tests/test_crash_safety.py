@@ -291,3 +291,39 @@ def test_recover_false_reads_a_killed_run_in_memory_and_writes_nothing(tmp_path)
     assert run.requests.num_rows == 1 and run.manifest["interrupted_by"] == "killed"
     assert not (tmp_path / "requests.parquet").exists()
     assert orjson.loads((tmp_path / "manifest.json").read_bytes())["status"] == "running"
+
+
+def test_a_workers_run_whose_parent_died_is_merged_from_the_workers_files(tmp_path):
+    from loadgen.merge import TS_SCHEMA, timeseries_table
+
+    (tmp_path / "manifest.json").write_bytes(orjson.dumps({"status": "running"}))
+    wdir = tmp_path / "workers"
+    wdir.mkdir()
+    # worker 0 closed its files (it stopped with the parent); worker 1 was killed: streams only
+    w0 = RecordWriter(wdir / "w0.parquet")
+    for i in (0, 2, 4):
+        w0.add(Record(request_id=i, worker=0, status="ok"))
+    w0.close()
+    ts0 = StreamTableWriter(wdir / "w0.ts.parquet", TS_SCHEMA)
+    ts0.append(timeseries_table([(1.0, 3, 3, 3, 1, 0, 2, 0.1, 0.2), (2.0, 5, 5, 5, 3, 0, 2, 0.2, 0.2)]))
+    ts0.close()
+    s1 = StreamTableWriter(wdir / "w1.parquet", SCHEMA)
+    row = dict(zip(SCHEMA.names, Record(request_id=1, worker=1, status="ok").row(), strict=True))
+    s1.append(pa.Table.from_pylist([row, {**row, "request_id": 3}], schema=SCHEMA))
+    s1._file.close()  # died: no end marker, lock gone
+    ts1 = StreamTableWriter(wdir / "w1.ts.parquet", TS_SCHEMA)
+    ts1.append(timeseries_table([(1.01, 2, 2, 2, 0, 0, 2, 0.3, 0.1)]))
+    ts1._file.close()
+    run = load_run(tmp_path)
+    assert run.requests.column("request_id").to_pylist() == [0, 1, 2, 3, 4]
+    assert run.manifest["status"] == "partial" and run.manifest["interrupted_by"] == "killed"
+    note = run.manifest["recovery"]["workers"]
+    assert note["rows_by_worker"] == {"0": 3, "1": 2}
+    assert note["salvaged_streams"] == {"w1.parquet": 2}
+    # row k sums the workers' k-th samples; worker 1 keeps its last cumulative counts
+    assert run.timeseries.column("sent").to_pylist() == [5.0, 7.0]
+    assert run.timeseries.column("in_flight").to_pylist() == [4.0, 2.0]
+    assert not wdir.exists()  # merged into requests.parquet and timeseries.parquet
+    again = load_run(tmp_path)
+    assert again.requests.num_rows == 5 and again.timeseries.num_rows == 2
+    assert orjson.loads((tmp_path / "manifest.json").read_bytes())["interrupted_by"] == "killed"

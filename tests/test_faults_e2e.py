@@ -32,7 +32,11 @@ from servers.process import sim_server
 
 pytestmark = pytest.mark.e2e
 
-LAG_P99_MS = 5.0  # loadgen's own validity threshold
+# The schedule is held if no request waits for a fault: every fault here lasts 0.5 s or more,
+# so a send lag p99 under 50 ms proves it. (loadgen's validity threshold is 5 ms; a CPU shared
+# with other jobs crosses that on its own: seen 7-15 ms here with a compile running alongside.
+# tests/test_e2e_engine.py holds the 5 ms line on a stalled server.)
+LAG_P99_MS = 50.0
 GIANT_LAG_MS = 100.0  # with giant responses (see the test)
 
 

@@ -134,3 +134,16 @@ def test_the_example_experiment_files_are_valid():
     for name in ("cpu-smoke.toml", "seed-gpu.toml"):
         exp = load_experiment(ROOT / "experiments" / name)
         assert exp.name == name.removesuffix(".toml")
+
+
+def test_absurd_repetitions_are_refused_with_the_key_and_line_not_expanded():
+    # Found by the experiment-file fuzz test: 10^12 repetitions used to fill all memory.
+    out = problems(BASE.replace('name = "t"', 'name = "t"\nrepetitions = 1000000000000'))
+    assert len(out) == 1 and out[0].startswith("exp.toml:3: experiment.repetitions: ")
+
+
+def test_axes_whose_product_is_too_many_cells_are_refused_before_expansion():
+    sizes = ", ".join(str(i) for i in range(1, 1001))
+    out = problems(BASE.replace('name = "t"', 'name = "t"\nrepetitions = 200')
+                   .replace("batch_sizes = [1, 4]", f"batch_sizes = [{sizes}]"))
+    assert len(out) == 1 and "200,000 cells" in out[0] and "split the experiment" in out[0]

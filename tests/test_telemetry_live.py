@@ -87,3 +87,20 @@ def test_run_flags_become_telemetry_options():
     o = options_from_argv(["run", "--scrape-metrics", "http://x:2/m", "--no-telemetry"], "http://h")
     assert o.scrape_url == "http://x:2/m" and not o.sample and o.metrics_port is None
     assert options_from_argv(["run"], "http://h").scrape_url is None
+
+
+def test_rows_a_worker_batched_count_as_if_observed_here(live):
+    from loadgen.telemetry.live import RowBatch
+
+    batch = RowBatch()
+    for r in (_rec(), _rec(), _rec("timeout", tf=float("nan"))):
+        batch.observe(r)
+    rows = batch.take()
+    assert len(rows) == 3 and batch.take() == []  # taken once
+    live.observe_rows(rows)
+    m = _scrape(live)
+    assert m["loadgen_requests_done_total{status=ok}"] == 2
+    assert m["loadgen_requests_done_total{status=timeout}"] == 1
+    assert m["loadgen_ttft_seconds_count"] == 2 and m["loadgen_send_lag_seconds_count"] == 3
+    live.close()
+    assert live.summary()["final"]["loadgen_requests_done_total"] == 3

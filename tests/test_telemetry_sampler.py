@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import psutil
+import pytest
 
 from loadgen.telemetry.sampler import Sampler, read_proc, read_tree
 
@@ -80,3 +81,27 @@ def test_read_proc_of_self_and_of_a_dead_pid():
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     assert read_proc(p.pid) is None and read_tree(p.pid) is None
+
+
+def test_a_generator_group_keeps_the_cpu_of_a_worker_that_has_exited():
+    import os
+
+    from loadgen.telemetry.sampler import ProcessGroup, read_reaped
+
+    # a "worker" that burns 0.3 s of CPU once told to, then exits
+    burn = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\n"
+    w = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.readline()\n" + burn],
+                         stdin=subprocess.PIPE, text=True)
+    g = ProcessGroup(os.getpid(), [w.pid])
+    first = g.read()
+    assert first["processes"] == 2
+    w.stdin.write("go\n")
+    w.stdin.close()
+    w.wait(30)  # reaped: its /proc entry is gone, its CPU is in our children's account
+    after = g.read()
+    assert after["processes"] == 1
+    mine = read_proc()["cpu_s_total"] + read_reaped()["cpu_s_total"]
+    assert after["cpu_s_total"] == pytest.approx(mine, abs=0.02)
+    # its 0.3 s burned after the first reading are in the sum (jiffies: 10 ms steps)
+    assert after["cpu_s_total"] - first["cpu_s_total"] >= 0.3 - 0.02
+    assert after["rss_bytes"] == pytest.approx(read_proc()["rss_bytes"], rel=0.05)

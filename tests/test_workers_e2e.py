@@ -4,11 +4,15 @@ beyond what the single-process tests already assume."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def _spec(url: str, wl, tmp: Path, name: str, **kw) -> RunSpec:
     return RunSpec(client=ClientConfig(base_url=url, model="sim-llm"), workload=wl,
                    result_dir=tmp, run_name=name, progress=False, **kw)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _by_id(run) -> dict[str, list]:
@@ -230,3 +240,199 @@ def test_a_killed_worker_is_named_and_its_streamed_records_are_kept(start_sim, t
     assert salvaged >= 10 and workers.count(k) == salvaged  # its flushed records
     assert workers.count(1 - k) == 60  # the other one finished its share
     assert len(set(ids)) == len(ids) and all(i % 2 == w for i, w in zip(ids, workers, strict=True))
+
+
+def _workers_of(pid: int) -> list[psutil.Process]:
+    return [c for c in psutil.Process(pid).children()
+            if "loadgen.worker_process" in " ".join(c.cmdline())]
+
+
+def _gone(procs: list[psutil.Process], timeout: float) -> bool:
+    """Every process exited (a zombie nobody reaped counts as exited) within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for p in procs:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_killed_parent_takes_its_workers_and_summary_recovers_the_run(start_sim, tmp_path):
+    # SIGKILL of the parent only (not its group: the workers are in their own group anyway)
+    # while 20 ms x 40-token streams are in flight
+    srv = start_sim("--step-base-ms", "20")
+    run_dir = tmp_path / "kp"
+    cmd = [sys.executable, "-m", "loadgen", "run", "--base-url", srv.base_url, "--model", "sim-llm",
+           "--request-rate", "10", "--num-prompts", "200", "--random-input-len", "8",
+           "--random-output-len", "40", "--seed", "5", "--workers", "2", "--no-progress",
+           "--result-dir", str(tmp_path), "--run-name", "kp"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not all(segments(run_dir / "workers" / f"w{k}.parquet") for k in (0, 1)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(2.5)  # about 25 requests sent, several streaming
+        workers = _workers_of(proc.pid)
+        assert len(workers) == 2
+        proc.kill()
+        proc.communicate(timeout=30)
+        assert _gone(workers, timeout=30), [w.pid for w in workers]  # no orphan sends load
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    m = orjson.loads((run_dir / "manifest.json").read_bytes())
+    assert m["status"] == "running" and not (run_dir / "requests.parquet").exists()
+    p = subprocess.run([sys.executable, "-m", "loadgen", "summary", str(run_dir), "--json"],
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True, timeout=60)
+    s = orjson.loads(p.stdout)
+    assert s["validity"]["verdict"] == "PARTIAL" and s["status"] == "partial", p.stderr
+    m = orjson.loads((run_dir / "manifest.json").read_bytes())
+    assert m["interrupted_by"] == "killed"
+    note = m["recovery"]["workers"]
+    assert note["merged_from"] == ["w0.parquet", "w1.parquet"]
+    t = pq.read_table(run_dir / "requests.parquet")
+    ids, workers = t.column("request_id").to_pylist(), t.column("worker").to_pylist()
+    assert 10 <= len(ids) < 200 and ids == sorted(set(ids))
+    assert set(workers) == {0, 1} and all(i % 2 == w for i, w in zip(ids, workers, strict=True))
+    assert note["rows_by_worker"] == {"0": workers.count(0), "1": workers.count(1)}
+    # the workers stopped on the parent's death: their in-flight requests were cancelled
+    assert "cancelled" in t.column("status").to_pylist()
+    assert s["counts"]["recorded"] == len(ids)
+    ts = pq.read_table(run_dir / "timeseries.parquet")
+    assert ts.num_rows >= 2 and max(ts.column("sent").to_pylist()) <= len(ids)
+    assert not (run_dir / "workers").exists()
+
+
+def _scrape(url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    return {s.name + "".join(f"{{{k}={v}}}" for k, v in sorted(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_two_workers_feed_the_parents_live_endpoint_up_to_the_runs_totals(start_sim, tmp_path,
+                                                                           monkeypatch):
+    import loadgen.workers as workers_mod
+    from loadgen.telemetry.session import TelemetryOptions
+
+    srv = start_sim("--step-base-ms", "2")
+    n = 60
+    wl = synthetic_workload(num_requests=n, request_rate=20.0, process="constant",
+                            input_len=8, output_len=6, seed=11)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    during: list[dict[str, float]] = []
+    at_end: list[dict[str, float]] = []
+    stop = threading.Event()
+
+    def poll() -> None:  # a Prometheus server scraping during the run
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                during.append(_scrape(url))
+            time.sleep(0.05)
+
+    real_finish = workers_mod.finish_workers
+
+    def finish_then(*a, **kw):  # every worker has reported: scrape once more, then merge
+        at_end.append(_scrape(url))
+        return real_finish(*a, **kw)
+
+    monkeypatch.setattr(workers_mod, "finish_workers", finish_then)
+    tel = TelemetryOptions(sample=False, metrics_port=port)
+    th = threading.Thread(target=poll, daemon=True)
+    th.start()
+    try:
+        res = execute(_spec(srv.base_url, wl, tmp_path, "live2", workers=2, telemetry=tel,
+                            max_send_lag_ms=50.0))
+    finally:
+        stop.set()
+        th.join(5)
+    assert res.exit_code == 0, res.text
+    sent = [m["loadgen_requests_sent_total"] for m in during]
+    assert sent == sorted(sent) and any(0 < v < n for v in sent)  # it showed the run going
+    end = at_end[0]
+    assert end["loadgen_requests_sent_total"] == end["loadgen_requests_started_total"] == n
+    assert end["loadgen_requests_done_total{status=ok}"] == n
+    assert end["loadgen_requests_in_flight"] == 0
+    assert end["loadgen_ttft_seconds_count"] == end["loadgen_e2e_seconds_count"] == n
+    assert end["loadgen_send_lag_seconds_count"] == n
+    lm = orjson.loads((res.run_dir / "manifest.json").read_bytes())["telemetry"]["live_metrics"]
+    assert lm["requests_drained"] == n and lm["final"]["loadgen_requests_done_total"] == n
+
+
+def test_the_sampler_counts_every_worker_process_as_the_generator(start_sim, tmp_path):
+    from loadgen.telemetry.session import TelemetryOptions
+
+    srv = start_sim("--step-base-ms", "1")
+    wl = synthetic_workload(num_requests=300, request_rate=100.0, input_len=8, output_len=4,
+                            seed=12)
+    tel = TelemetryOptions(sample_interval_s=0.1, gpus=False)
+    res = execute(_spec(srv.base_url, wl, tmp_path, "cpu2", workers=2, telemetry=tel,
+                        max_send_lag_ms=1e3))
+    m = orjson.loads((res.run_dir / "manifest.json").read_bytes())
+    per_worker = [w["cpu_s"] for w in m["generator"]["workers"]]
+    assert min(per_worker) > 0.05  # both busy
+    t = pq.read_table(res.run_dir / "telemetry.parquet")
+    assert max(t.column("gen_processes").to_pylist()) == 3  # the parent and two workers
+    # from the first sample after t0 (the workers' imports and preparation excluded) to the
+    # last (after the workers exited: their CPU is in the parent's reaped-children account),
+    # the sampled generator CPU covers both workers' engines, not one process's
+    cpu = t.column("gen_cpu_s_total").to_numpy()[t.column("t").to_numpy() >= 0]
+    assert cpu[-1] - cpu[0] >= 0.8 * sum(per_worker) > max(per_worker)
+    assert m["telemetry"]["sampler"]["generator_pids"] == [
+        os.getpid(), *(w["pid"] for w in m["generator"]["workers"])]
+
+
+def test_ctrl_c_of_a_ray_run_stops_its_actors_and_saves_a_partial_run(start_sim, tmp_path):
+    pytest.importorskip("ray")  # the [test] extra installs it (pyproject.toml)
+    srv = start_sim("--step-base-ms", "20")  # 40 tokens: about a second a request
+    run_dir = tmp_path / "rc"
+    cmd = [sys.executable, "-m", "loadgen", "run", "--base-url", srv.base_url, "--model", "sim-llm",
+           "--request-rate", "10", "--num-prompts", "200", "--random-input-len", "8",
+           "--random-output-len", "40", "--seed", "6", "--workers", "2", "--ray", "local",
+           "--no-progress", "--no-telemetry", "--result-dir", str(tmp_path), "--run-name", "rc"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    actors: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 120  # Ray's own start-up takes most of it
+        while len(actors) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+            actors = []
+            for p in psutil.Process(proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "LoadWorker.run" in " ".join(p.cmdline()):  # Ray's title of a busy actor
+                        actors.append(p)
+        time.sleep(3.0)  # past the common start (>= 1 s margin): requests in flight
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert _gone(actors, timeout=30), [a.pid for a in actors]  # the actors are stopped
+    m = orjson.loads((run_dir / "manifest.json").read_bytes())
+    assert m["status"] == "partial" and m["interrupted_by"] == "SIGINT"
+    assert m["config"]["workers"]["mode"] == "ray"
+    assert [w["interrupted"] for w in m["generator"]["workers"]] == [True, True]
+    t = pq.read_table(run_dir / "requests.parquet")
+    ids = t.column("request_id").to_pylist()
+    assert 5 <= len(ids) < 200 and len(set(ids)) == len(ids)
+    assert set(t.column("worker").to_pylist()) == {0, 1}
+    assert "cancelled" in t.column("status").to_pylist()  # in flight at Ctrl-C
+    assert orjson.loads((run_dir / "summary.json").read_bytes())["validity"]["verdict"] == "PARTIAL"

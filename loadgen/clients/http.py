@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
+from loadgen.clients.failures import FAILURES, record_cancelled, record_failure
 from loadgen.clients.kserve import choose_variants
 from loadgen.clients.pool import make_session
 from loadgen.records import Record
@@ -137,8 +138,6 @@ class HttpClient:
 
     @contextlib.asynccontextmanager
     async def connect(self, opts: EngineOptions) -> AsyncIterator[Sender]:
-        from loadgen.clients.openai import _describe
-
         cfg = self.cfg
         url, method, headers = cfg.url, cfg.method.upper(), self.headers()
         expect = frozenset(cfg.expect_status)
@@ -159,28 +158,10 @@ class HttpClient:
                         data = await resp.read()
                         rec.t_done = clock() - t0
                 except asyncio.CancelledError:
-                    rec.t_done = clock() - t0
-                    rec.status, rec.error = "cancelled", "cancelled by the generator"
+                    record_cancelled(rec, t0)
                     raise
-                except TimeoutError as e:
-                    rec.t_done = clock() - t0
-                    rec.status = "timeout"
-                    rec.error = f"no response within {cfg.timeout_s:g} s ({_describe(e)})"
-                    return
-                except aiohttp.ClientConnectorError as e:
-                    rec.t_done = clock() - t0
-                    rec.status, rec.error = "connect_error", _describe(e)
-                    return
-                except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                        aiohttp.ClientOSError, ConnectionError) as e:
-                    rec.t_done = clock() - t0
-                    rec.status = "disconnected" if rec.http_status is not None \
-                        else "connect_error"
-                    rec.error = _describe(e)
-                    return
-                except aiohttp.ClientError as e:
-                    rec.t_done = clock() - t0
-                    rec.status, rec.error = "invalid_response", _describe(e)
+                except FAILURES as e:
+                    record_failure(rec, e, t0, cfg.timeout_s)
                     return
                 rec.response_bytes = len(data)
                 rec.t_first_token = rec.t_done  # request/reply: the answer arrives whole

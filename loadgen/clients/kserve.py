@@ -33,6 +33,7 @@ import aiohttp
 import numpy as np
 import orjson
 
+from loadgen.clients.failures import FAILURES, record_cancelled, record_failure
 from loadgen.clients.pool import make_session
 from loadgen.records import Record
 
@@ -241,8 +242,6 @@ class KServeClient:
 
     @contextlib.asynccontextmanager
     async def connect(self, opts: EngineOptions) -> AsyncIterator[Sender]:
-        from loadgen.clients.openai import _describe
-
         url = self.cfg.url
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         clock = time.perf_counter
@@ -262,28 +261,10 @@ class KServeClient:
                         rec.t_done = clock() - t0
                         hlen = resp.headers.get(HEADER_LENGTH)
                 except asyncio.CancelledError:
-                    rec.t_done = clock() - t0
-                    rec.status, rec.error = "cancelled", "cancelled by the generator"
+                    record_cancelled(rec, t0)
                     raise
-                except TimeoutError as e:
-                    rec.t_done = clock() - t0
-                    rec.status = "timeout"
-                    rec.error = f"no response within {self.cfg.timeout_s:g} s ({_describe(e)})"
-                    return
-                except aiohttp.ClientConnectorError as e:
-                    rec.t_done = clock() - t0
-                    rec.status, rec.error = "connect_error", _describe(e)
-                    return
-                except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                        aiohttp.ClientOSError, ConnectionError) as e:
-                    rec.t_done = clock() - t0
-                    rec.status = "disconnected" if rec.http_status is not None \
-                        else "connect_error"
-                    rec.error = _describe(e)
-                    return
-                except aiohttp.ClientError as e:
-                    rec.t_done = clock() - t0
-                    rec.status, rec.error = "invalid_response", _describe(e)
+                except FAILURES as e:
+                    record_failure(rec, e, t0, self.cfg.timeout_s)
                     return
                 rec.response_bytes = len(data)
                 rec.t_first_token = rec.t_done  # request/reply: the answer arrives whole

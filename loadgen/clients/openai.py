@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 
 from loadgen.clients.base import Sender
+from loadgen.clients.failures import FAILURES, describe, record_cancelled, record_failure
 from loadgen.clients.pool import make_session
 from loadgen.records import Record
 from loadgen.sse import TIMINGS_KEYS, parse_stream
@@ -207,9 +208,7 @@ def _finish(rec: Record, pieces: list[bytes], times: list[float], chat: bool, st
                      f"after {n} bytes, {len(pieces)} reads")
 
 
-def _describe(e: BaseException) -> str:
-    s = str(e)
-    return f"{type(e).__name__}: {s}" if s else type(e).__name__
+_describe = describe  # older name, kept for imports elsewhere
 
 
 async def send(
@@ -259,27 +258,10 @@ async def send(
                 return
             _finish(rec, pieces, times, chat, cfg.stream, n, limit)
     except asyncio.CancelledError:
-        rec.t_done = clock() - t0
-        rec.status, rec.error = "cancelled", "cancelled by the generator"
+        record_cancelled(rec, t0)
         raise
-    except TimeoutError as e:
-        rec.t_done = clock() - t0
-        rec.status, rec.error = "timeout", f"no complete response within {cfg.timeout_s:g} s ({_describe(e)})"
-    except aiohttp.ClientConnectorError as e:
-        rec.t_done = clock() - t0
-        rec.status, rec.error = "connect_error", _describe(e)
-    except aiohttp.ServerDisconnectedError as e:
-        rec.t_done = clock() - t0
-        rec.status = "disconnected"
-        before = " before answering (possibly a stale keep-alive connection)" if rec.http_status is None else " mid-response"
-        rec.error = f"server closed the connection{before}: {_describe(e)}"
-    except (aiohttp.ClientPayloadError, aiohttp.ClientOSError, ConnectionError) as e:
-        rec.t_done = clock() - t0
-        rec.status = "disconnected" if rec.http_status is not None else "connect_error"
-        rec.error = _describe(e)
-    except aiohttp.ClientError as e:
-        rec.t_done = clock() - t0
-        rec.status, rec.error = "invalid_response", _describe(e)
+    except FAILURES as e:
+        record_failure(rec, e, t0, cfg.timeout_s)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:

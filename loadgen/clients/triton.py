@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
+from loadgen.clients.failures import FAILURES, record_cancelled, record_failure
 from loadgen.clients.pool import make_session
 from loadgen.records import Record
 
@@ -308,8 +309,6 @@ class TritonHttpClient(_TritonBase):
 
     @contextlib.asynccontextmanager
     async def connect(self, opts: EngineOptions) -> AsyncIterator[Sender]:
-        from loadgen.clients.openai import _describe
-
         url = self.url
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
@@ -340,29 +339,10 @@ class TritonHttpClient(_TritonBase):
                         rec.t_done = clock() - t0
                         rec.response_bytes = sum(map(len, pieces))
                 except asyncio.CancelledError:
-                    rec.t_done = clock() - t0
-                    rec.status, rec.error = "cancelled", "cancelled by the generator"
+                    record_cancelled(rec, t0)
                     raise
-                except TimeoutError as e:
-                    rec.t_done = clock() - t0
-                    rec.status = "timeout"
-                    rec.error = f"no complete response within {self.cfg.timeout_s:g} s " \
-                                f"({_describe(e)})"
-                    return
-                except aiohttp.ClientConnectorError as e:
-                    rec.t_done = clock() - t0
-                    rec.status, rec.error = "connect_error", _describe(e)
-                    return
-                except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                        aiohttp.ClientOSError, ConnectionError) as e:
-                    rec.t_done = clock() - t0
-                    rec.status = "disconnected" if rec.http_status is not None \
-                        else "connect_error"
-                    rec.error = _describe(e)
-                    return
-                except aiohttp.ClientError as e:
-                    rec.t_done = clock() - t0
-                    rec.status, rec.error = "invalid_response", _describe(e)
+                except FAILURES as e:
+                    record_failure(rec, e, t0, self.cfg.timeout_s)
                     return
                 _finish_sse(rec, pieces, times)
 

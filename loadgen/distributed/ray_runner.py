@@ -22,18 +22,26 @@ runs while ``run`` does): each cancels its in-flight requests and returns its pa
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from loadgen.distributed.clock import best_offset, start_margin
 from loadgen.progress import Progress
 from loadgen.worker import PreparedWorker, WorkerJob
-from loadgen.workers import SPLIT_DOC, Stopper, _telemetry, finish_workers, make_jobs
+from loadgen.workers import (
+    SPLIT_DOC,
+    Stopper,
+    _aggregate,
+    _live_on,
+    _telemetry,
+    finish_workers,
+    make_jobs,
+)
 
 AUTO = 0  # RunSpec.workers = AUTO with --ray: one worker per alive node
 START_FLOOR_S = 1.0  # the least lead time of the common start
@@ -86,18 +94,23 @@ class LoadWorker:
 
         def progress(res: Any, now: float) -> None:
             c = res.counters
-            self.counters = (c.started, c.sent, c.done, c.failed, c.in_flight)
+            self.counters = (c.started, c.sent, c.done, c.failed, c.in_flight, now)
 
         rep = uvloop.run(self.prepared.run(t0, on_progress=progress, on_task=on_task))
         path = Path(self.prepared.job.records_path)
         rep["records"] = path.read_bytes()
         rep["node"] = self.where()
-        path.unlink()
-        os.rmdir(path.parent)
+        rep["live_rows"] = self.prepared.take_live()  # those after the driver's last poll
+        shutil.rmtree(path.parent, ignore_errors=True)
         return rep
 
     def progress(self) -> tuple:
-        return self.counters
+        """The last counters (started, sent, done, failed, in flight, t) and, with live
+        metrics, the finished requests queued since the last call."""
+        rows = self.prepared.take_live() if self.prepared is not None else None
+        if rows is None:
+            return self.counters
+        return (*(self.counters or (0, 0, 0, 0, 0, 0.0)), rows)
 
     def stop(self) -> None:
         self.stopped = True
@@ -153,7 +166,7 @@ def run_ray(spec: Any, run_dir: Path, manifest: dict[str, Any], address: str,
     if cpus < n:
         raise RayUnavailable(f"the Ray cluster has {cpus:g} CPUs; {n} workers need one each "
                              "(lower --workers or add nodes)")
-    jobs = make_jobs(spec, n, run_dir / "workers", tokenize_counts)
+    jobs = make_jobs(spec, n, run_dir / "workers", tokenize_counts, live_metrics=_live_on(spec))
     pg = placement_group([{"CPU": 1}] * n, strategy="SPREAD")
     actor_cls = ray.remote(num_cpus=1, max_concurrency=2)(LoadWorker)
     actors: list[Any] = []
@@ -172,11 +185,18 @@ def run_ray(spec: Any, run_dir: Path, manifest: dict[str, Any], address: str,
         start_wall = time.time() + margin
         t0 = time.perf_counter() + (start_wall - time.time())  # the driver's t0 (telemetry)
         refs = [a.run.remote(start_wall + c["offset_s"]) for a, c in zip(actors, clocks, strict=True)]
-        reports = _wait(ray, actors, refs, spec)
+        if tel is not None:
+            tel.send_t0(t0, start_wall)
+        live = tel.live if tel is not None else None
+        reports = _wait(ray, actors, refs, spec, live)
         interrupted = reports.pop("_interrupted_by", None)
-    finally:
+    except BaseException:
         if tel is not None:
             tel.stop()
+        raise
+    finally:
+        if tel is not None:
+            tel.stop(keep_live=True)  # the live endpoint serves the totals until the end
         for a in actors:
             ray.kill(a)
         remove_placement_group(pg)
@@ -187,6 +207,12 @@ def run_ray(spec: Any, run_dir: Path, manifest: dict[str, Any], address: str,
         if isinstance(rep, str):
             failures[k] = rep
             continue
+        rows = rep.pop("live_rows", None)
+        if live is not None:
+            live.observe_rows(rows or [])
+            c = rep["counters"]
+            reports["counts"][k] = (c["started"], c["sent"], c["done"], c["failed"], 0)
+            live.engine_result = _aggregate(reports["counts"])
         Path(job.records_path).parent.mkdir(parents=True, exist_ok=True)
         Path(job.records_path).write_bytes(rep.pop("records"))
         rep["clock"] = dict(clocks[k])
@@ -215,26 +241,34 @@ def _measure(ray: Any, actor: Any) -> dict[str, float]:
     return best_offset(samples)
 
 
-def _wait(ray: Any, actors: list[Any], refs: list[Any], spec: Any) -> dict[str, Any]:
-    """Wait for every actor's report, showing progress; Ctrl-C stops them all."""
+def _wait(ray: Any, actors: list[Any], refs: list[Any], spec: Any,
+          live: Any = None) -> dict[str, Any]:
+    """Wait for every actor's report, showing progress (and feeding the ``live`` endpoint
+    once a second); Ctrl-C stops them all."""
     progress = Progress(len(spec.workload), spec.workload.duration,
                         enabled=spec.progress and not spec.quiet)
     t_start = time.perf_counter()
     pending = list(refs)
+    counts: dict[int, tuple] = {}
     with Stopper(lambda: [a.stop.remote() for a in actors], len(actors)) as stopper:
         try:
             while pending:
                 _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
-                if pending and progress.enabled:
+                if pending and (progress.enabled or live is not None):
                     try:
-                        cs = [c for c in ray.get([a.progress.remote() for a in actors], timeout=2.0) if c]
+                        got = ray.get([a.progress.remote() for a in actors], timeout=2.0)
                     except ray.exceptions.GetTimeoutError:
-                        cs = []
-                    if cs:
-                        v = [sum(x[i] for x in cs) for i in range(5)]
-                        progress(SimpleNamespace(counters=SimpleNamespace(
-                            started=v[0], sent=v[1], done=v[2], failed=v[3], in_flight=v[4])),
-                            time.perf_counter() - t_start)
+                        got = []
+                    for k, c in enumerate(got):
+                        if c:
+                            counts[k] = c
+                        if live is not None and len(c) > 6:
+                            live.observe_rows(c[6])
+                    if counts:
+                        agg = _aggregate(counts)
+                        if live is not None:
+                            live.engine_result = agg
+                        progress(agg, time.perf_counter() - t_start)
         finally:
             progress.close()
     out: list[Any] = []
@@ -243,4 +277,4 @@ def _wait(ray: Any, actors: list[Any], refs: list[Any], spec: Any) -> dict[str, 
             out.append(ray.get(r))
         except Exception as e:  # an actor died or raised: named in the manifest
             out.append(f"worker {k} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    return {"by_worker": out, "_interrupted_by": stopper.by}
+    return {"by_worker": out, "_interrupted_by": stopper.by, "counts": counts}

@@ -37,11 +37,15 @@ def _name(v: str, what: str) -> str:
     return v
 
 
+MAX_REPETITIONS = 1000  # more is a typo, not an experiment (and would not fit in memory)
+MAX_CELLS = 100_000  # cells before exclusions; checked in spec.cross_check
+
+
 class ExperimentMeta(Strict):
     name: str
     description: str = ""
     store: str = "results/store"
-    repetitions: int = Field(1, ge=1)
+    repetitions: int = Field(1, ge=1, le=MAX_REPETITIONS)
     seed: int = 0
 
     @field_validator("name")

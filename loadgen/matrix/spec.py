@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.matrix.locate import key_lines, line_of
-from loadgen.matrix.schema import AXES, ExperimentFile, slo_problem
+from loadgen.matrix.schema import AXES, MAX_CELLS, ExperimentFile, slo_problem
 
 KeyPath = tuple[str | int, ...]
 
@@ -225,6 +225,13 @@ def cross_check(spec: ExperimentFile) -> list[tuple[KeyPath, str]]:
     for k, v in spec.slo.items():
         if (why := slo_problem(k, v)) is not None:
             out.append((("slo", k), why))
+    a = spec.axes
+    n_cells = (len(a.runtimes) * len(a.models) * len(a.parallelism) * len(a.batch_sizes)
+               * len(a.workloads) * spec.experiment.repetitions)
+    if n_cells > MAX_CELLS:
+        return [*out, (("axes",), f"the axes make {n_cells:,} cells (runtimes x models x "
+                       f"parallelism x batch_sizes x workloads x repetitions), more than "
+                       f"{MAX_CELLS:,}: split the experiment into several files")]
     values = axis_values(spec)
     for i, ex in enumerate(spec.exclude):
         out += _check_match_values(("exclude", i), ex.match, values)

@@ -7,6 +7,13 @@ scrape; ``sent``, ``started`` and ``in_flight`` are read from the engine's plain
 scrape time. The registry is private (a ``CollectorRegistry`` of its own) and the HTTP server
 binds to 127.0.0.1 unless told otherwise.
 
+With worker processes (loadgen/workers.py) the parent serves the endpoint and the workers
+feed it: each worker's event loop pays the same one append per finished request (into a
+``RowBatch``), and once a second, with the progress message it sends anyway, it hands the
+batch to the parent over the job socket; the parent puts the rows into its ``LiveMetrics``
+queue (``observe_rows``) and sums the workers' last counters into ``engine_result``. Why not
+prometheus-client's multiprocess mode: see docs/telemetry.md.
+
 Metric names (all prefixed ``loadgen_``): see docs/telemetry.md.
 """
 
@@ -57,6 +64,7 @@ class LiveMetrics:
         self._lock = threading.Lock()
         self.drained = 0
         self.drain_cpu_s = 0.0
+        self.final: dict[str, float] | None = None  # counts() at close
         self.registry.register(_EngineCounters(self))
         r = self.registry
         self.done = Counter("loadgen_requests_done", "Requests finished, by status.",
@@ -87,6 +95,10 @@ class LiveMetrics:
         """Event-loop side: one append (thread-safe in CPython)."""
         self._q.append((rec.t_intended, rec.t_sent, rec.slot_wait, rec.t_first_token,
                         rec.t_done, rec.status))
+
+    def observe_rows(self, rows: list[tuple]) -> None:
+        """Rows taken from a worker's ``RowBatch`` (same tuples as ``observe`` queues)."""
+        self._q.extend(rows)
 
     def bind(self, engine_result: Any) -> None:
         self.engine_result = engine_result
@@ -124,14 +136,44 @@ class LiveMetrics:
         self._stop.set()
         self._thread.join(5)
         self.drain()
+        self.final = self.counts()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def counts(self) -> dict[str, float]:
+        """The endpoint's counters as a scrape would show them now (after a drain)."""
+        self.drain()
+        r = self.registry
+        out = {name: r.get_sample_value(name) or 0.0 for name in
+               ("loadgen_requests_started_total", "loadgen_requests_sent_total",
+                "loadgen_requests_failed_total", "loadgen_e2e_seconds_count")}
+        out["loadgen_requests_done_total"] = sum(
+            s.value for m in self.done.collect() for s in m.samples if s.name.endswith("_total"))
+        return out
 
     def summary(self) -> dict[str, Any]:
         return {"url": self.url, "requests_drained": self.drained,
                 "drain_thread_cpu_s": self.drain_cpu_s,
                 "drain_us_per_request": 1e6 * self.drain_cpu_s / self.drained
-                if self.drained else None}
+                if self.drained else None,
+                "final": self.final}
+
+
+class RowBatch:
+    """A worker process's side of the parent's endpoint: ``observe`` is the same single append
+    on the event loop as ``LiveMetrics.observe``; ``take`` (once a second, any thread) empties
+    it for sending. The parent's drain thread does the histogram work."""
+
+    def __init__(self) -> None:
+        self._q: deque[tuple] = deque()
+
+    def observe(self, rec: Any) -> None:
+        self._q.append((rec.t_intended, rec.t_sent, rec.slot_wait, rec.t_first_token,
+                        rec.t_done, rec.status))
+
+    def take(self) -> list[tuple]:
+        q = self._q
+        return [q.popleft() for _ in range(len(q))]
 
 
 class ObservingWriter:

@@ -11,6 +11,7 @@ Protocol on its stdin/stdout:
 
     parent -> child   one JSON line: {"sampler": {...} | null, "scraper": {...} | null,
                                        "gen_pid": PID, "spool_dir": RUN_DIR | null}
+                      (the sampler's ``gen_pids``: the generator's worker processes)
     child -> parent   "started\\n"
     parent -> child   "t0 T0 T0_UNIX\\n" (once, at the generator's first progress tick)
     parent -> child   "stop\\n"

@@ -3,7 +3,8 @@
 
 Every ``interval_s`` it reads, from /proc (and psutil for disks, NICs and process trees):
 the host (per-core busy fraction, memory, page faults, context switches, disk and NIC bytes),
-the generator process, the server's process tree (given its pid), and each GPU via NVML.
+the generator process (with its worker processes, when it has them: ``gen_pids``), the
+server's process tree (given its pid), and each GPU via NVML.
 Counters are stored as the kernel reports them (cumulative since boot / process start,
 suffix ``_total``); gauges as read. Times are ``time.perf_counter()`` (CLOCK_MONOTONIC, the
 clock of requests.parquet) and are shifted to the run's t0 when the table is built.
@@ -84,6 +85,59 @@ def read_tree(pid: int, pids: list[int] | None = None) -> dict[str, float] | Non
         return None
     total["processes"] = float(n)
     return total
+
+
+def read_reaped(pid: int | str = "self") -> dict[str, float] | None:
+    """CPU seconds and page faults of the children that ``pid`` has waited for (its exited,
+    reaped children: /proc/PID/stat cutime, cstime, cminflt, cmajflt), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    f = stat[stat.rindex(")") + 2:].split()
+    return {"cpu_s_total": (int(f[13]) + int(f[14])) / CLK_TCK,  # fields 16, 17
+            "minflt_total": float(f[8]), "majflt_total": float(f[10])}  # fields 11, 13
+
+
+class ProcessGroup:
+    """The generator as a set of processes: a parent and its worker processes (its children).
+
+    Each sample sums ``read_proc`` over the parent and the workers alive, and adds what the
+    parent's reaped children used (``read_reaped``: the kernel moves an exited child's CPU
+    time and page faults to its parent when the parent waits for it). A worker that exits and
+    is reaped thus moves from one term to the other, whole: CPU and page-fault sums never
+    step down and include a worker's last moments. Context switches have no such account:
+    an exited worker's stay at its last reading. Gauges (RSS, threads) are the live
+    processes'. A pid seen gone is never read again (no reuse). ``processes``: the number
+    read this time.
+    """
+
+    def __init__(self, parent: int, workers: list[int]) -> None:
+        self.parent = parent
+        self.workers = [w for w in dict.fromkeys(workers) if w != parent]
+        self.last_ctx: dict[int, dict[str, float]] = {}
+        self.gone: set[int] = set()
+
+    def read(self) -> dict[str, float] | None:
+        me = read_proc(self.parent)
+        if me is None:
+            return None
+        total = dict(me)
+        for k, v in (read_reaped(self.parent) or {}).items():
+            total[k] += v
+        n = 1
+        for w in self.workers:
+            r = None if w in self.gone else read_proc(w)
+            if r is None:
+                self.gone.add(w)
+                r = self.last_ctx.get(w, {})
+            else:
+                n += 1
+                self.last_ctx[w] = {k: v for k, v in r.items() if k.startswith("ctx_")}
+            for k, v in r.items():
+                total[k] = total.get(k, 0.0) + v
+        total["processes"] = float(n)
+        return total
 
 
 def _cpu_jiffies() -> tuple[list[tuple[int, int]], float]:
@@ -214,6 +268,7 @@ class Sampler:
     cpu_s: float = 0.0  # the sampler thread's own CPU time
     tree_refresh_s: float = 5.0  # how often the server's process tree is re-scanned
     gen_pid: int | None = None  # the generator (default: this process)
+    gen_pids: list[int] = field(default_factory=list)  # its worker processes (summed with it)
     spool: Spool | None = None  # also append each row here as it is taken
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -236,6 +291,7 @@ class Sampler:
                             server_pid=self.server_pid, gpu_reason=self.gpu_reason)
         prev_cores: list[tuple[int, int]] | None = None
         me = self.gen_pid or os.getpid()
+        group = ProcessGroup(me, self.gen_pids) if self.gen_pids else None
         pids: list[int] | None = None
         pids_at = -math.inf
         c0 = time.thread_time()
@@ -262,7 +318,8 @@ class Sampler:
                 n = psutil.net_io_counters()
                 row["host_net_rx_bytes_total"] = float(n.bytes_recv)
                 row["host_net_tx_bytes_total"] = float(n.bytes_sent)
-                for k, v in (read_proc(me) or {}).items():
+                gen = read_proc(me) if group is None else group.read()
+                for k, v in (gen or {}).items():
                     row["gen_" + k] = v
                 if self.server_pid is not None:
                     if pids is None or t_start - pids_at >= self.tree_refresh_s:
@@ -301,6 +358,11 @@ class Sampler:
             "mean_sample_ms": 1e3 * sum(durs) / n if n else None,
             "max_sample_ms": 1e3 * max(durs) if n else None,
             "server_pid": self.server_pid,
+            **({"generator_pids": [self.gen_pid, *self.gen_pids],
+                "generator": "gen_* columns: the run's parent and its worker processes "
+                             "(loadgen.telemetry.sampler.ProcessGroup: the CPU and faults of "
+                             "exited workers through the parent's reaped-children account)"}
+               if self.gen_pids else {}),
             "server": ({"unavailable": self.server_reason} if self.server_reason
                        else ("sampled" if self.server_pid else {"unavailable": "no --server-pid"})),
             "gpu": {"unavailable": self.gpu_reason} if self.gpu_reason else "sampled via NVML",

@@ -3,12 +3,15 @@ endpoint (threads here); write their files.
 
 ``loadgen.run`` creates a ``TelemetrySession`` when ``RunSpec.telemetry`` is set (the CLI sets
 it from the flags in docs/telemetry.md), wraps the record writer and the progress callback,
-and calls ``finish`` with the engine's t0 once the records are closed.
+and calls ``finish`` with the engine's t0 once the records are closed. With worker processes
+(loadgen/workers.py) the session runs in the parent: ``start(generator_pids=...)`` makes the
+sampler count the workers as part of the generator, ``send_t0`` replaces the progress hook,
+and the workers feed the live endpoint (``live.observe_rows``, ``live.engine_result``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -60,16 +63,19 @@ class TelemetrySession:
         self.child_info: dict[str, Any] = {}
         self.run_dir: Path | None = None
 
-    def start(self, run_dir: Path | None = None) -> TelemetrySession:
+    def start(self, run_dir: Path | None = None,
+              generator_pids: Sequence[int] = ()) -> TelemetrySession:
         """Start the telemetry process (and the live endpoint). With ``run_dir`` the samples
-        are also spooled there as they are taken, so they survive a crash of the generator."""
+        are also spooled there as they are taken, so they survive a crash of the generator.
+        ``generator_pids``: the generator's other processes (local workers), sampled with
+        this one as the generator (``gen_*`` columns)."""
         o = self.opts
         self.run_dir = Path(run_dir) if run_dir is not None else None
         try:
             if o.sample or o.scrape_url:  # both in one child process (process.py)
                 self.child = TelemetryProcess(
                     {"interval_s": o.sample_interval_s, "server_pid": o.server_pid,
-                     "gpus": o.gpus} if o.sample else None,
+                     "gpus": o.gpus, "gen_pids": list(generator_pids)} if o.sample else None,
                     {"url": o.scrape_url, "interval_s": o.scrape_interval_s}
                     if o.scrape_url else None,
                     spool_dir=str(self.run_dir) if self.run_dir is not None else None).start()
@@ -101,10 +107,18 @@ class TelemetrySession:
 
         return progress
 
-    def stop(self) -> None:
+    def send_t0(self, t0: float, t0_unix: float) -> None:
+        """Tell the telemetry process the run's t0 (what ``wrap_progress`` does in one
+        process), so that a recovery after a crash aligns its samples with the records."""
+        if self.child is not None:
+            self.child.send_t0(t0, t0_unix)
+
+    def stop(self, keep_live: bool = False) -> None:
+        """Stop sampling and scraping; the live endpoint too, unless ``keep_live`` (it then
+        serves the run's final figures until ``finish``)."""
         if self.child is not None and self.child.result is None:
             self.sampler, self.scraper, self.child_info = self.child.stop()
-        if self.live is not None:
+        if self.live is not None and not keep_live:
             self.live.close()
 
     def finish(self, run_dir: Path, t0: float, wall_s: float | None = None) -> dict[str, Any]:

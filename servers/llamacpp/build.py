@@ -18,21 +18,18 @@ runs find it in well under a second. Which binary is used, first match wins:
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tarfile
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from servers.install_steps import explicit_executable, run_step
 from servers.models.gguf_tiny import cache_dir
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # the pinned sdist whose vendored llama.cpp we build
@@ -78,13 +75,11 @@ def find_llama_server(explicit: str | os.PathLike | None = None,
     An explicit path or $LOADGEN_LLAMA_SERVER that is not an executable file is an error (the
     user asked for it), not a reason to fall back silently to another binary.
     """
-    for source, value in (("--llama-server", explicit), (ENV_BINARY, os.environ.get(ENV_BINARY))):
-        if value:
-            p = Path(value).expanduser()
-            if not (p.is_file() and os.access(p, os.X_OK)):
-                raise FileNotFoundError(f"{source} {str(p)!r} is not an executable file; "
-                                        "give the path of a llama-server binary")
-            return p
+    given = explicit_executable(
+        (("--llama-server", explicit), (ENV_BINARY, os.environ.get(ENV_BINARY))),
+        "give the path of a llama-server binary")
+    if given is not None:
+        return given
     cached = cached_binary(version)
     if cached.is_file() and os.access(cached, os.X_OK):
         return cached
@@ -109,51 +104,23 @@ def cmake_build_args(build: Path, jobs: int) -> list[str]:
     return ["cmake", "--build", str(build), "--target", TARGET, "-j", str(jobs)]
 
 
+def _every(n: int) -> Callable[[str], str | None]:
+    count = 0
+
+    def show(line: str) -> str | None:
+        nonlocal count
+        count += 1
+        return line if count % n == 0 else None
+
+    return show
+
+
 def _run_step(name: str, argv: list[str], deadline: float, progress: Progress,
               cwd: Path | None = None, echo_every: int = 1) -> None:
-    """Run one build step, echoing its lines (every ``echo_every``-th and any error line);
-    kill its process group at ``deadline`` (a watchdog, so a silent hang is bounded too)."""
-    progress(f"[llama.cpp build] {name}: {' '.join(argv)}")
-    tail: list[str] = []
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True, errors="replace",
-                            start_new_session=True)
-    expired = threading.Event()
-
-    def kill() -> None:
-        # SIGTERM first: ninja runs each compiler in a process group of its own and stops
-        # them when it is terminated; a SIGKILL to our group alone would orphan them.
-        expired.set()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-
-    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), kill)
-    watchdog.start()
-    try:
-        assert proc.stdout is not None
-        for n, raw in enumerate(proc.stdout, 1):
-            line = raw.rstrip()
-            tail = (tail + [line])[-40:]
-            if n % echo_every == 0 or "error" in line.lower():
-                progress(f"[llama.cpp build] {line}")
-        rc = proc.wait()
-    except BaseException:
-        kill()
-        proc.wait()
-        raise
-    finally:
-        watchdog.cancel()
-    if expired.is_set():
-        raise BuildError(f"{name} did not finish before the build deadline (killed); last "
-                         "output:\n" + "\n".join(tail))
-    if rc != 0:
-        raise BuildError(f"{name} failed with exit code {rc}: {' '.join(argv)}\n"
-                         + "\n".join(tail))
+    """Run one build step (servers/steps.py), echoing every ``echo_every``-th line and any
+    error line; its process group is killed at ``deadline``."""
+    run_step(name, argv, deadline, progress, tag="llama.cpp build", error=BuildError,
+             show=_every(echo_every), cwd=cwd)
 
 
 def build_llama_server(

@@ -2,37 +2,29 @@
 
 Registered through ``loadgen.cli.SERVE_MODULES``. Each starts its server with the common
 lifecycle (servers/launch.py) on loopback, prints where it serves and its info, and stops it
-on Ctrl-C/SIGTERM. ``loadgen serve llamacpp --build`` only builds (or finds) llama-server.
-Exit codes: 0 stopped by a signal or build done, 1 the server failed, 2 bad flags.
+on Ctrl-C/SIGTERM (servers/serve_cli.py). ``loadgen serve llamacpp --build`` only builds (or
+finds) llama-server, ``loadgen serve llamacpp-python --install`` only installs (or finds) the
+cached llama-cpp-python venv. Exit codes: 0 stopped by a signal or build/install done, 1 the
+server, build or install failed, 2 bad flags.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
 from loadgen.flags import UsageError, _positive_int
-from servers.profile_flags import add_profile_arguments, profile_settings
+from servers.profile_flags import profile_settings
+from servers.serve_cli import add_lifecycle_arguments, print_installed, serve
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default 0)")
-    p.add_argument("--served-model-name", default=None,
-                   help="model id clients must send (default: the GGUF file name without .gguf)")
+    add_lifecycle_arguments(p, served_model_default="the GGUF file name without .gguf")
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                    help="extra argument passed verbatim to the server, repeatable; write flags "
                    "as --server-arg=--flash-attn --server-arg=on")
-    p.add_argument("--log-dir", default="results/servers", help="server log folder "
-                   "(default %(default)s)")
-    p.add_argument("--startup-timeout", type=float, default=300.0,
-                   help="seconds to wait until the server serves the model (default 300)")
-    p.add_argument("--info-json", default=None, metavar="FILE",
-                   help="also write the server info (runtime, version, argv) to FILE")
-    add_profile_arguments(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,15 +56,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_llamacpp)
 
     q = subparsers.add_parser(
-        "llamacpp-python", help="llama-cpp-python's server (one request at a time)",
+        "llamacpp-python", help="llama-cpp-python's server (one request at a time; installed "
+        "in a cached venv on first use)",
         description="Start `python -m llama_cpp.server --interrupt_requests False` on a GGUF "
-        "model. It serialises requests (no batching); prefer `loadgen serve llamacpp`. Needs "
-        "llama-cpp-python installed in the Python given by --python.")
-    q.add_argument("model", help="GGUF model file")
-    q.add_argument("--python", default=sys.executable,
-                   help="Python that has llama_cpp installed (default: this one)")
+        "model. It serialises requests (no batching); prefer `loadgen serve llamacpp`. The "
+        "Python is --python PATH, else $LOADGEN_LLAMA_CPP_PYTHON, else the cached venv in "
+        "~/.cache/llm-loadgen/llama-cpp-python-0.3.36/, else this Python if it has "
+        "llama_cpp.server; if none exists llama-cpp-python[server] is built there from its "
+        "sdist (about 10 minutes on 2 cores, once per machine; docs/servers.md).")
+    q.add_argument("model", nargs="?", help="GGUF model file")
+    q.add_argument("--python", default=None,
+                   help="Python that has llama-cpp-python[server] installed (default: found "
+                   "as above)")
     q.add_argument("--ctx", type=_positive_int("--ctx"), default=2048,
                    help="context size --n_ctx (default 2048)")
+    q.add_argument("--install", action="store_true",
+                   help="install (or find) the cached llama-cpp-python venv and print its "
+                   "Python; with a model, then serve it")
+    q.add_argument("--no-auto-install", action="store_true",
+                   help="fail instead of installing llama-cpp-python when none is found")
     _add_common(q)
     q.set_defaults(handler=cmd_llamacpp_python)
 
@@ -88,37 +90,6 @@ def _settings(ns: argparse.Namespace, max_batch: int | None):
                          served_model_name=ns.served_model_name,
                          extra_args=tuple(ns.server_arg), log_dir=Path(ns.log_dir),
                          startup_timeout_s=ns.startup_timeout, **profile_settings(ns))
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _serve(runtime, settings, info_json: str | None) -> int:
-    """Launch, print where and what, and wait until a signal or the server's exit."""
-    from servers.launch import launch
-    from servers.process import ServerStartError
-
-    try:
-        server = launch(runtime, settings)
-    except (ServerStartError, FileNotFoundError, ValueError) as e:
-        print(f"loadgen serve {runtime.name}: {e}", file=sys.stderr)
-        return 1
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    with server:
-        info = server.info()
-        print(f"{runtime.name} serving {server.model!r} at {server.base_url} "
-              f"(started in {server.started_s:.2f} s; log {info['log']})", flush=True)
-        print(json.dumps(info, indent=2, default=str), flush=True)
-        if info_json:
-            Path(info_json).write_text(json.dumps(info, indent=2, default=str) + "\n")
-        try:
-            rc = server.process.proc.wait()
-        except KeyboardInterrupt:
-            return 0
-    print(f"loadgen serve {runtime.name}: server exited with code {rc}; see {info['log']}",
-          file=sys.stderr)
-    return 1
 
 
 def cmd_llamacpp(ns: argparse.Namespace) -> int:
@@ -139,11 +110,23 @@ def cmd_llamacpp(ns: argparse.Namespace) -> int:
         print(binary)
         print(json.dumps(runtime.version(), indent=2), file=sys.stderr)
         return 0
-    return _serve(runtime, settings, ns.info_json)
+    return serve(runtime, settings, ns.info_json)
 
 
 def cmd_llamacpp_python(ns: argparse.Namespace) -> int:
+    from servers.llamacpp.python_install import InstallError, ensure_llama_cpp_python
     from servers.llamacpp.runtime import LlamaCppPythonRuntime
 
-    runtime = LlamaCppPythonRuntime(python=ns.python, ctx=ns.ctx)
-    return _serve(runtime, _settings(ns, None), ns.info_json)
+    if ns.model is None and not ns.install:
+        raise UsageError("give a GGUF model to serve, or --install to only install "
+                         "llama-cpp-python")
+    settings = _settings(ns, None) if ns.model else None
+    try:
+        python = ensure_llama_cpp_python(ns.python, install=ns.install or not ns.no_auto_install)
+    except (InstallError, FileNotFoundError) as e:
+        print(f"loadgen serve llamacpp-python: {e}", file=sys.stderr)
+        return 1
+    runtime = LlamaCppPythonRuntime(python=str(python), ctx=ns.ctx)
+    if settings is None:
+        return print_installed(python, runtime)
+    return serve(runtime, settings, ns.info_json)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from servers.launch import ServeSettings
 from servers.llamacpp.build import build_info, find_llama_server
+from servers.llamacpp.python_install import find_llama_cpp_python, install_info, venv_python
 
 DEFAULT_SLOTS = 1
 DEFAULT_CTX_PER_SLOT = 2048
@@ -123,18 +123,40 @@ class LlamaServerRuntime:
 
 @dataclass
 class LlamaCppPythonRuntime:
-    """``python -m llama_cpp.server --interrupt_requests False``: one request at a time."""
+    """``python -m llama_cpp.server --interrupt_requests False``: one request at a time.
 
-    python: str = sys.executable
+    ``python`` None: the Python found by servers/llamacpp/python_install.py (``$LOADGEN_LLAMA_
+    CPP_PYTHON``, the cached venv, this interpreter if it has ``llama_cpp.server``);
+    ``prepare()`` installs the cached venv when none is found.
+    """
+
+    python: str | Path | None = None
     ctx: int = DEFAULT_CTX_PER_SLOT
     name: str = "llamacpp-python"
+    _version: dict[str, Any] | None = field(default=None, repr=False)
+
+    def executable(self) -> Path:
+        py = self.python or find_llama_cpp_python()
+        if py is None:
+            raise FileNotFoundError(
+                "no llama-cpp-python[server]: run `loadgen serve llamacpp-python --install` "
+                "once, or pass --python PATH (or set $LOADGEN_LLAMA_CPP_PYTHON)")
+        return Path(py)
+
+    def prepare(self) -> None:
+        """Install the cached llama-cpp-python venv if none is found (first use on a machine:
+        about 10 minutes on 2 cores); the experiment matrix calls this for ``prepare = true``."""
+        from servers.llamacpp.python_install import ensure_llama_cpp_python
+
+        self.python = ensure_llama_cpp_python(self.python, install=True)
+        self._version = None
 
     def command(self, s: ServeSettings, port: int) -> list[str]:
         if s.max_batch_size not in (None, 1):
             raise ValueError(
                 f"llamacpp-python serves one request at a time; max_batch_size "
                 f"{s.max_batch_size} is not possible (use runtime llamacpp with -np slots)")
-        return [self.python, "-m", "llama_cpp.server", "--model", str(s.model),
+        return [str(self.executable()), "-m", "llama_cpp.server", "--model", str(s.model),
                 "--model_alias", self.model_name(s), "--host", s.host, "--port", str(port),
                 "--n_ctx", str(self.ctx), "--interrupt_requests", "False",
                 *s.extra_args]
@@ -146,13 +168,23 @@ class LlamaCppPythonRuntime:
         return s.served_model_name or default_model_name(s.model)
 
     def version(self) -> dict[str, Any]:
+        """``llama_cpp.__version__`` in the server's Python; for our cached venv also its
+        ``install-info.json`` (CMake flags, build time, pip freeze)."""
+        if self._version is not None:
+            return self._version
         code = "import llama_cpp; print(llama_cpp.__version__)"
         try:
-            r = subprocess.run([self.python, "-c", code], capture_output=True, text=True,
+            py = self.executable()
+            r = subprocess.run([str(py), "-c", code], capture_output=True, text=True,
                                timeout=60, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.SubprocessError) as e:
             return {"unavailable": f"{type(e).__name__}: {e}"}
         if r.returncode != 0:
-            return {"unavailable": f"llama_cpp not importable by {self.python}: "
+            return {"unavailable": f"llama_cpp not importable by {py}: "
                                    f"{r.stderr.strip()[-200:]}"}
-        return {"version": r.stdout.strip(), "source": "llama_cpp.__version__"}
+        v: dict[str, Any] = {"version": r.stdout.strip(), "source": f"llama_cpp.__version__ in {py}"}
+        # (not resolved: a venv's bin/python is a symlink to the base interpreter)
+        if py.absolute() == venv_python(v["version"]).absolute():
+            v["install_info"] = install_info(v["version"])
+        self._version = v
+        return v

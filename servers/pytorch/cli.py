@@ -179,7 +179,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 
     if not launched(ns):
         return run(ns)
-    from servers.llamacpp.cli import _serve
+    from servers.serve_cli import serve
 
     runtime, settings = launch_settings(ns)
-    return _serve(runtime, settings, ns.info_json)
+    return serve(runtime, settings, ns.info_json)

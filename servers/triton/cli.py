@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.flags import _positive_int
-from servers.profile_flags import add_profile_arguments, profile_settings
+from servers.serve_cli import add_lifecycle_arguments
 
 DESCRIPTION = """\
 NVIDIA Triton Inference Server (from the nvidia-pytriton wheel, cached per machine) serving a
@@ -158,26 +158,20 @@ def register(subparsers: Any) -> None:
     p.add_argument("--install", action="store_true",
                    help="install (or find) the pinned Triton server, print where; with a "
                    "model, then serve it")
-    p.add_argument("--host", default="127.0.0.1", help="address (default %(default)s)")
-    p.add_argument("--port", type=int, default=0, help="gateway port; 0 picks a free one")
-    p.add_argument("--served-model-name", default=None,
-                   help="model id clients send (default: the model directory's name)")
+    add_lifecycle_arguments(p, served_model_default="the model directory's name",
+                            info_note="runtime, version, argv, ports", port_help="gateway port")
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for `python -m servers.triton`, repeatable (e.g. "
                    "--server-arg=--triton-arg=--log-verbose=1)")
-    p.add_argument("--log-dir", default="results/servers", help="server log folder")
-    p.add_argument("--startup-timeout", type=float, default=300.0)
-    p.add_argument("--info-json", default=None, metavar="FILE",
-                   help="also write the server info (runtime, version, argv, ports) to FILE")
     add_model_arguments(p)
-    add_profile_arguments(p)
     p.set_defaults(handler=cmd_serve)
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
     from loadgen.flags import UsageError
     from servers.launch import ServeSettings
-    from servers.llamacpp.cli import _serve
+    from servers.profile_flags import profile_settings
+    from servers.serve_cli import serve
     from servers.triton.dist import TritonInstallError, ensure_triton
     from servers.triton.runtime import TritonRuntime
 
@@ -205,4 +199,4 @@ def cmd_serve(ns: argparse.Namespace) -> int:
                              served_model_name=ns.served_model_name,
                              extra_args=tuple(ns.server_arg), log_dir=Path(ns.log_dir),
                              startup_timeout_s=ns.startup_timeout, **profile)
-    return _serve(runtime, settings, ns.info_json)
+    return serve(runtime, settings, ns.info_json)

@@ -10,12 +10,12 @@ Exit codes: 0 stopped by a signal or install done, 1 the server or the install f
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from loadgen.flags import UsageError, _positive_int
-from servers.profile_flags import add_profile_arguments, profile_settings
+from servers.profile_flags import profile_settings
+from servers.serve_cli import add_lifecycle_arguments, print_installed, serve
 
 DESCRIPTION = """\
 Start vLLM's OpenAI-compatible server (python -m vllm.entrypoints.openai.api_server) on a
@@ -62,18 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "a model, then serve it")
     p.add_argument("--no-auto-install", action="store_true",
                    help="fail instead of installing vLLM when none is found")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default 0)")
-    p.add_argument("--served-model-name", default=None,
-                   help="model id clients must send (default: MODEL as given)")
-    p.add_argument("--log-dir", default="results/servers", help="server log folder "
-                   "(default %(default)s)")
-    p.add_argument("--startup-timeout", type=float, default=600.0,
-                   help="seconds to wait until the server serves the model (default 600; the "
-                   "CPU build takes about 40 s on 2 cores)")
-    p.add_argument("--info-json", default=None, metavar="FILE",
-                   help="also write the server info (runtime, version, argv) to FILE")
-    add_profile_arguments(p)
+    add_lifecycle_arguments(p, served_model_default="MODEL as given", startup_timeout_s=600.0,
+                            startup_note="; the CPU build takes about 40 s on 2 cores")
     p.set_defaults(handler=cmd_vllm, passthrough=[])  # the args after `--` (loadgen.cli)
 
 
@@ -93,7 +83,6 @@ def _settings(ns: argparse.Namespace):
 
 
 def cmd_vllm(ns: argparse.Namespace) -> int:
-    from servers.llamacpp.cli import _serve
     from servers.vllm.install import InstallError, ensure_vllm_python
     from servers.vllm.runtime import VllmRuntime
 
@@ -108,8 +97,5 @@ def cmd_vllm(ns: argparse.Namespace) -> int:
     runtime = VllmRuntime(python=python, enforce_eager=ns.enforce_eager, dtype=ns.dtype,
                           cpu_kvcache_gib=ns.cpu_kvcache_gib, offline=not ns.allow_download)
     if settings is None:
-        print(python)
-        print(json.dumps({k: v for k, v in runtime.version().items() if k != "install_info"},
-                         indent=2), file=sys.stderr)
-        return 0
-    return _serve(runtime, settings, ns.info_json)
+        return print_installed(python, runtime)
+    return serve(runtime, settings, ns.info_json)

