@@ -19,8 +19,11 @@ def format_progress(n: int, started: int, done: int, failed: int, in_flight: int
 
 
 class Progress:
-    def __init__(self, n: int, planned_s: float, stream: TextIO = sys.stderr, every_s: float = 10.0,
-                 enabled: bool = True) -> None:
+    def __init__(self, n: int, planned_s: float, stream: TextIO | None = None,
+                 every_s: float = 10.0, enabled: bool = True) -> None:
+        # sys.stderr now, not when this module was imported: it may have been replaced since
+        # (and the one of then closed, as pytest's capsys does).
+        stream = sys.stderr if stream is None else stream
         self.n, self.planned_s, self.stream, self.every_s = n, planned_s, stream, every_s
         self.enabled = enabled
         self.tty = stream.isatty()
