@@ -287,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sim_arguments(sim)
     add_sim_launch_arguments(sim)  # --info-json, --log-dir, --profile, --profile-dir
+    from servers.serve_cli import add_uniform_arguments
+
+    add_uniform_arguments(sim, positional_model=False, no_tensor_parallel="the simulator's "
+                          "cost model is one device")
     sim.set_defaults(handler=cmd_serve_sim)
     for mod in SERVE_MODULES:
         importlib.import_module(mod).register(ssub)
@@ -341,16 +345,32 @@ def split_passthrough(argv: list[str]) -> tuple[list[str], list[str] | None]:
     return argv[:i], argv[i + 1:]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse_args(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace, list[str]]:
+    """Parse a command line as ``main`` does: (parser, namespace, argv without `-- ARGS`).
+    Bad flags exit 2 (argparse) with the message."""
     parser = build_parser()
     argv, passthrough = split_passthrough(argv)
+    from servers.serve_cli import OWN_FLAG_RUNTIMES, normalise_uniform
+
+    if passthrough is not None and argv[1:2] and argv[1] in OWN_FLAG_RUNTIMES:
+        argv, passthrough = [*argv, *passthrough], None  # our own servers: their own flags
     ns = parser.parse_args(argv)
     if passthrough is not None:
         if not hasattr(ns, "passthrough"):
             parser.exit(2, f"loadgen {' '.join(argv[:2])}: error: this runtime takes no "
                         "arguments after `--`\n")
         ns.passthrough = passthrough
+    if ns.command == "serve":
+        try:
+            normalise_uniform(ns, ns.runtime)
+        except UsageError as e:
+            parser.exit(2, f"loadgen serve {ns.runtime}: error: {e}\n")
+    return parser, ns, argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, ns, argv = parse_args(argv)
     try:
         if ns.command == "run":
             return cmd_run(ns, argv)

@@ -81,3 +81,63 @@ def print_installed(python: Path, runtime: Any) -> int:
     print(json.dumps({k: v for k, v in runtime.version().items() if k != "install_info"},
                      indent=2), file=sys.stderr)
     return 0
+
+
+# -- the flags every runtime takes --------------------------------------------------------
+# `loadgen serve RUNTIME --model M [--max-batch-size B] [--tensor-parallel-size N] [--port P]
+# [-- extra runtime flags]` means the same for every runtime (docs/servers.md has the table of
+# what each maps them to). Runtimes add their own flags beside these.
+
+# Runtimes that are this project's own servers: everything after `--` is parsed as their own
+# flags (they have no other program to pass it to).
+OWN_FLAG_RUNTIMES = ("sim", "pytorch")
+
+
+def add_uniform_arguments(p: argparse.ArgumentParser, *, positional_model: bool = True,
+                          no_tensor_parallel: str | None = None,
+                          batch_one_only: str | None = None) -> None:
+    """Add the uniform flags a runtime's parser lacks.
+
+    ``positional_model``: the runtime takes MODEL as a positional; ``--model M`` is the same.
+    ``no_tensor_parallel``: the runtime has no tensor parallelism; ``--tensor-parallel-size``
+    then takes only 1 and the text says what to use instead. ``batch_one_only``: likewise for a
+    runtime that serves one request at a time (``--max-batch-size`` 1 only).
+    """
+    from loadgen.flags import _positive_int
+
+    if positional_model:
+        p.add_argument("--model", dest="model_flag", metavar="MODEL", default=None,
+                       help="the model to serve (the same as the positional MODEL)")
+    if no_tensor_parallel is not None:
+        p.add_argument("--tensor-parallel-size", "-tp", dest="tensor_parallel_size",
+                       type=_positive_int("--tensor-parallel-size"), default=None,
+                       help=f"only 1: {no_tensor_parallel}")
+        p.set_defaults(uniform_no_tp=no_tensor_parallel)
+    if batch_one_only is not None:
+        p.add_argument("--max-batch-size", dest="max_batch_size",
+                       type=_positive_int("--max-batch-size"), default=None,
+                       help=f"only 1: {batch_one_only}")
+        p.set_defaults(uniform_batch_one=batch_one_only)
+    p.set_defaults(passthrough=[])
+
+
+def normalise_uniform(ns: argparse.Namespace, runtime: str) -> None:
+    """Check and fold the uniform flags into what the runtime's handler reads; UsageError
+    names a flag the runtime cannot honour and says what to use instead."""
+    from loadgen.flags import UsageError
+
+    if hasattr(ns, "model_flag"):
+        if ns.model_flag and ns.model and ns.model_flag != ns.model:
+            raise UsageError(f"two models given: {ns.model!r} and --model {ns.model_flag!r}; "
+                             "give one")
+        ns.model = ns.model or ns.model_flag
+    note = getattr(ns, "uniform_no_tp", None)
+    if note and (ns.tensor_parallel_size or 1) > 1:
+        raise UsageError(f"--tensor-parallel-size {ns.tensor_parallel_size}: runtime "
+                         f"{runtime!r} has no tensor parallelism here ({note})")
+    note = getattr(ns, "uniform_batch_one", None)
+    if note and (ns.max_batch_size or 1) > 1:
+        raise UsageError(f"--max-batch-size {ns.max_batch_size}: runtime {runtime!r} serves "
+                         f"one request at a time ({note})")
+    if ns.passthrough and hasattr(ns, "server_arg"):
+        ns.server_arg = [*ns.server_arg, *ns.passthrough]  # `-- ARGS` = --server-arg ARG ...

@@ -17,7 +17,12 @@ from pathlib import Path
 
 from loadgen.flags import UsageError, _positive_int
 from servers.profile_flags import profile_settings
-from servers.serve_cli import add_lifecycle_arguments, print_installed, serve
+from servers.serve_cli import (
+    add_lifecycle_arguments,
+    add_uniform_arguments,
+    print_installed,
+    serve,
+)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -38,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "docs/servers.md).")
     p.add_argument("model", nargs="?", help="GGUF model file (make one with "
                    "`loadgen models make-tiny --format gguf OUT`)")
-    p.add_argument("--batch-size", "-np", "--parallel", dest="slots",
+    p.add_argument("--batch-size", "--max-batch-size", "-np", "--parallel", dest="slots",
                    type=_positive_int("--batch-size"), default=None,
                    help="parallel slots, the batch-size axis (llama-server -np; default 1)")
     p.add_argument("--ctx-per-slot", type=_positive_int("--ctx-per-slot"), default=2048,
@@ -53,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-auto-build", action="store_true",
                    help="fail instead of building llama-server when none is found")
     _add_common(p)
+    add_uniform_arguments(p, no_tensor_parallel="llama-server splits a model over GPUs with "
+                          "its own flags: pass `-- --split-mode row --tensor-split 1,1`")
     p.set_defaults(handler=cmd_llamacpp)
 
     q = subparsers.add_parser(
@@ -76,6 +83,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--no-auto-install", action="store_true",
                    help="fail instead of installing llama-cpp-python when none is found")
     _add_common(q)
+    add_uniform_arguments(q, no_tensor_parallel="llama-cpp-python serves on one device here; "
+                          "its --split_mode/--tensor_split go after `--`",
+                          batch_one_only="use `loadgen serve llamacpp -np N` for batching")
     q.set_defaults(handler=cmd_llamacpp_python)
 
 

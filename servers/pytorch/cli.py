@@ -135,6 +135,10 @@ def register(subparsers: Any) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     add_launch_arguments(p)
+    from servers.serve_cli import add_uniform_arguments
+
+    add_uniform_arguments(p, positional_model=False, no_tensor_parallel="our PyTorch server "
+                          "runs the model on one device (--device)")
     p.set_defaults(handler=cmd_serve)
 
 

@@ -164,6 +164,10 @@ def register(subparsers: Any) -> None:
                    help="extra argument for `python -m servers.triton`, repeatable (e.g. "
                    "--server-arg=--triton-arg=--log-verbose=1)")
     add_model_arguments(p)
+    from servers.serve_cli import add_uniform_arguments
+
+    add_uniform_arguments(p, no_tensor_parallel="each model instance runs on one device; "
+                          "--instances adds instances")
     p.set_defaults(handler=cmd_serve)
 
 

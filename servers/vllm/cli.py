@@ -15,7 +15,12 @@ from pathlib import Path
 
 from loadgen.flags import UsageError, _positive_int
 from servers.profile_flags import profile_settings
-from servers.serve_cli import add_lifecycle_arguments, print_installed, serve
+from servers.serve_cli import (
+    add_lifecycle_arguments,
+    add_uniform_arguments,
+    print_installed,
+    serve,
+)
 
 DESCRIPTION = """\
 Start vLLM's OpenAI-compatible server (python -m vllm.entrypoints.openai.api_server) on a
@@ -64,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="fail instead of installing vLLM when none is found")
     add_lifecycle_arguments(p, served_model_default="MODEL as given", startup_timeout_s=600.0,
                             startup_note="; the CPU build takes about 40 s on 2 cores")
+    add_uniform_arguments(p)  # --model as well as MODEL
     p.set_defaults(handler=cmd_vllm, passthrough=[])  # the args after `--` (loadgen.cli)
 
 
