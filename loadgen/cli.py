@@ -110,6 +110,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    "slot (recorded as slot_wait, and latency from t_intended includes it)")
     e.add_argument("--max-connections", type=_non_negative_int("--max-connections"), default=0,
                    help="cap on simultaneous TCP connections (default 0: no cap)")
+    e.add_argument("--no-keepalive", dest="keepalive", action="store_false",
+                   help="a new TCP connection for every request (closed after its response); "
+                   "for servers that close streamed connections without saying so, such as "
+                   "llama-server (docs/servers.md)")
     e.add_argument("--max-send-lag-ms", type=_positive_float("--max-send-lag-ms"), default=5.0,
                    help="the run is INVALID if the generator's send lag p99 exceeds this (default 5)")
     e.add_argument("--no-chunk-times", dest="keep_chunk_times", action="store_false",
@@ -211,7 +215,8 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
                          f"{workers}: each worker needs at least one slot")
     spec = RunSpec(
         client=cfg, workload=wl, workers=workers, ray=ns.ray,
-        engine=EngineOptions(max_concurrency=ns.max_concurrency, connection_limit=ns.max_connections),
+        engine=EngineOptions(max_concurrency=ns.max_concurrency, connection_limit=ns.max_connections,
+                             keepalive=ns.keepalive),
         result_dir=Path(ns.result_dir), run_name=ns.run_name, max_send_lag_ms=ns.max_send_lag_ms,
         keep_chunk_times=ns.keep_chunk_times, do_preflight=not ns.skip_preflight,
         progress=ns.progress, argv=["loadgen", *argv],

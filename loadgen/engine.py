@@ -39,6 +39,7 @@ LOOP_PROBE_S = 0.010
 class EngineOptions:
     max_concurrency: int | None = None
     connection_limit: int = 0  # 0: no limit on simultaneous connections
+    keepalive: bool = True  # False (--no-keepalive): a new TCP connection for every request
     read_bufsize: int = 1 << 20  # aiohttp read buffer: long contexts come in large chunks
     worker: int = 0
     spin_s: float = 0.0005  # see loadgen/pacer.py: precision vs CPU

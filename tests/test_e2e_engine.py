@@ -178,3 +178,17 @@ def test_a_stream_that_stalls_past_the_timeout_is_recorded_as_timeout(start_sim,
     by = res.summary["counts"]["by_status"]
     assert by.get("timeout", 0) >= 2 and by.get("ok", 0) >= 2 and sum(by.values()) == 10
     assert "no complete response within 1 s" in res.summary["errors"]["examples"]["timeout"]
+
+
+def test_no_keepalive_opens_a_connection_per_request_and_keepalive_reuses_them():
+    import asyncio
+
+    from loadgen.clients.pool import make_session
+    from loadgen.engine import EngineOptions
+
+    async def connectors() -> tuple[bool, bool]:
+        async with make_session(EngineOptions(), 5.0) as a, \
+                make_session(EngineOptions(keepalive=False), 5.0) as b:
+            return a.connector.force_close, b.connector.force_close
+
+    assert asyncio.run(connectors()) == (False, True)

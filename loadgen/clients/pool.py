@@ -11,7 +11,9 @@ import aiohttp
 def make_session(opts: Any, timeout_s: float, *, verify_tls: bool = True) -> aiohttp.ClientSession:
     """One keep-alive connection pool, unlimited unless asked, large read buffers.
 
-    ``opts`` is the run's ``EngineOptions`` (``connection_limit``, ``read_bufsize``). HTTPS
+    ``opts`` is the run's ``EngineOptions`` (``connection_limit``, ``read_bufsize``,
+    ``keepalive``: False closes every connection after its response, for servers that close
+    streamed connections themselves without saying so, e.g. llama-server; docs/servers.md). HTTPS
     certificates are verified (the system's trust store) unless ``verify_tls`` is False
     (``--insecure``).
     """
@@ -22,6 +24,7 @@ def make_session(opts: Any, timeout_s: float, *, verify_tls: bool = True) -> aio
         family=socket.AF_UNSPEC,
         enable_cleanup_closed=False,
         ssl=bool(verify_tls),  # True: verified against the system trust store
+        force_close=not getattr(opts, "keepalive", True),
     )
     return aiohttp.ClientSession(
         connector=connector,
