@@ -10,28 +10,25 @@ class UsageError(ValueError):
     """A flag has a bad value; the message names the flag."""
 
 
-def _positive_int(flag: str):
+def _int_at_least(flag: str, lo: int):
+    """An argparse type: a whole number >= ``lo``; a bad value's message names ``flag``."""
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{flag} must be a whole number, got {s!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= 1, got {v}")
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{flag} must be >= {lo}, got {v}")
         return v
     return parse
+
+
+def _positive_int(flag: str):
+    return _int_at_least(flag, 1)
 
 
 def _non_negative_int(flag: str):
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a whole number, got {s!r}") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= 0, got {v}")
-        return v
-    return parse
+    return _int_at_least(flag, 0)
 
 
 def _port(s: str) -> int:
