@@ -88,14 +88,16 @@ def render_analysis(a: dict[str, Any]) -> str:
         lines.append(f"{metric:<16}" + "".join(f"{c:>27}" for c in cells) + f"  n={n}")
     lb = a["length_buckets"]
     hdr = (f"{'input':>11} {'output':>11} {'n':>6} {'ttft p50':>9} {'p99':>8} {'e2e p50':>9} "
-           f"{'p99':>8} {'itl p50':>8} {'p99':>7}")
-    lines += ["", "by length (tokens, [lo, hi)), ms", hdr, "-" * len(hdr)]
+           f"{'p99':>8} {'itl p50':>8} {'p99':>7} {'tok p50':>8} {'p99':>7}")
+    lines += ["", "by length (tokens, [lo, hi)), ms; itl: between chunks, tok: per token",
+              hdr, "-" * len(hdr)]
     for c in lb["cells"]:
         lines.append(
             f"{c['input_lo']:>5}-{c['input_hi']:<5} {c['output_lo']:>5}-{c['output_hi']:<5} "
             f"{c['n']:>6} {_f(c['ttft_p50_ms']):>9} {_f(c['ttft_p99_ms']):>8} "
             f"{_f(c['e2e_p50_ms']):>9} {_f(c['e2e_p99_ms']):>8} {_f(c['itl_p50_ms'], 2):>8} "
-            f"{_f(c['itl_p99_ms'], 2):>7}")
+            f"{_f(c['itl_p99_ms'], 2):>7} {_f(c.get('itl_token_p50_ms'), 2):>8} "
+            f"{_f(c.get('itl_token_p99_ms'), 2):>7}")
     lines += ["", "fits (median regression, 95% bootstrap CI):"]
     for name, f in a["fits"].items():
         ci = f["ci95"]

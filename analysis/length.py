@@ -35,13 +35,25 @@ def _q(v: np.ndarray, p: float) -> float | None:
     return float(v[max(math.ceil(v.size * p), 1) - 1])
 
 
+def _gaps_ms(per_request: list[np.ndarray] | None, m: np.ndarray) -> np.ndarray:
+    """The gaps (s) of the requests selected by mask ``m``, joined, in ms."""
+    if per_request is None:
+        return np.empty(0)
+    parts = [per_request[k] for k in np.nonzero(m)[0]]
+    return np.concatenate(parts) * 1e3 if parts else np.empty(0)
+
+
 def length_buckets(input_tokens: np.ndarray, output_tokens: np.ndarray, ttft_s: np.ndarray,
-                   e2e_s: np.ndarray, itl_per_request: list[np.ndarray] | None = None) -> dict:
+                   e2e_s: np.ndarray, itl_per_request: list[np.ndarray] | None = None,
+                   itl_token_per_request: list[np.ndarray] | None = None) -> dict:
     """Per-bucket p50/p99 of TTFT, E2E and ITL in ms (arrays are aligned per request).
 
-    Returns ``{"input_edges", "output_edges", "cells": [{input_lo, input_hi, output_lo,
-    output_hi, n, ttft_p50_ms, ttft_p99_ms, e2e_p50_ms, e2e_p99_ms, itl_p50_ms,
-    itl_p99_ms}]}``.
+    ``itl_per_request``: each request's gaps between chunks (``itl_*``);
+    ``itl_token_per_request``: its per-token gaps (``itl_token_*``: a chunk of k tokens after a
+    gap g counts k gaps of g/k, analysis/tokens.py), which differ where chunks carry several
+    tokens. Returns ``{"input_edges", "output_edges", "cells": [{input_lo, input_hi,
+    output_lo, output_hi, n, ttft_p50_ms, ttft_p99_ms, e2e_p50_ms, e2e_p99_ms, itl_p50_ms,
+    itl_p99_ms, itl_token_p50_ms, itl_token_p99_ms}]}``.
     """
     inp = np.asarray(input_tokens, dtype=np.float64)
     out = np.asarray(output_tokens, dtype=np.float64)
@@ -57,16 +69,14 @@ def length_buckets(input_tokens: np.ndarray, output_tokens: np.ndarray, ttft_s: 
             n = int(m.sum())
             if n == 0:
                 continue
-            if itl_per_request is not None:
-                parts = [itl_per_request[k] for k in np.nonzero(m)[0]]
-                itl = np.concatenate(parts) * 1e3 if parts else np.empty(0)
-            else:
-                itl = np.empty(0)
+            itl = _gaps_ms(itl_per_request, m)
+            itl_tok = _gaps_ms(itl_token_per_request, m)
             cells.append({
                 "input_lo": ie[i], "input_hi": ie[i + 1],
                 "output_lo": oe[j], "output_hi": oe[j + 1], "n": n,
                 "ttft_p50_ms": _q(ttft[m], 0.5), "ttft_p99_ms": _q(ttft[m], 0.99),
                 "e2e_p50_ms": _q(e2e[m], 0.5), "e2e_p99_ms": _q(e2e[m], 0.99),
                 "itl_p50_ms": _q(itl, 0.5), "itl_p99_ms": _q(itl, 0.99),
+                "itl_token_p50_ms": _q(itl_tok, 0.5), "itl_token_p99_ms": _q(itl_tok, 0.99),
             })
     return {"input_edges": ie, "output_edges": oe, "cells": cells}

@@ -201,10 +201,12 @@ def _length_html(la: dict[str, Any], img: _Images, prefix: str) -> tuple[str, di
         cell_rows = [[f'{c["input_lo"]}-{c["input_hi"]}', f'{c["output_lo"]}-{c["output_hi"]}',
                       c["n"], _f(c.get("ttft_p50_ms")), _f(c.get("ttft_p99_ms")),
                       _f(c.get("e2e_p50_ms")), _f(c.get("e2e_p99_ms")), _f(c.get("itl_p50_ms")),
-                      _f(c.get("itl_p99_ms"))] for c in lb["cells"]]
+                      _f(c.get("itl_p99_ms")), _f(c.get("itl_token_p50_ms")),
+                      _f(c.get("itl_token_p99_ms"))] for c in lb["cells"]]
         parts.append("<details><summary>length bucket table</summary>" + _table(
             ["input tokens", "output tokens", "n", "TTFT p50", "TTFT p99", "E2E p50", "E2E p99",
-             "ITL p50", "ITL p99"], cell_rows, left=2) + "</details>")
+             "ITL p50 (chunk)", "ITL p99 (chunk)", "ITL p50 (token)", "ITL p99 (token)"],
+            cell_rows, left=2) + "</details>")
         extra = {k: r.get(k) for k in ("window", "slo", "smoothness", "percentiles_ci") if k in r}
         if extra:
             parts.append("<details><summary>window, SLO, smoothness, percentile CIs</summary>"

@@ -107,7 +107,7 @@ def analyze(run: Run, *, slo: SLO | str | None = None,
         "tpot": _ci_block(tpot[np.isfinite(tpot)]),
         "ttft_intended": _ci_block(ttft_i), "e2e_intended": _ci_block(e2e_i),
     }
-    buckets = length_buckets(inp[sel], out[sel], ttft_s, e2e_s, itl_lists)
+    buckets = length_buckets(inp[sel], out[sel], ttft_s, e2e_s, itl_lists, tok_lists)
     fe = fit_e2e(e2e_s * 1e3, inp[sel], out[sel], n_boot=n_boot, seed=seed)
     ft = fit_ttft(ttft_s * 1e3, inp[sel], n_boot=n_boot, seed=seed)
     fits = {"e2e": {**_fit_dict(fe), "origin": "t_sent"},

@@ -17,6 +17,7 @@ from analysis.load import Run
 from analysis.run_analysis import TOP_LEVEL_KEYS, analyze
 from analysis.slo import SLO, evaluate_slo, parse_slo, slo_report
 from analysis.smoothness import fluidity_counts, fluidity_index, smoothness, stall_time
+from analysis.tokens import per_token_itl
 from analysis.window import choose_window, detect_window, parse_window
 from loadgen.records import Record, rows_to_table
 
@@ -114,6 +115,21 @@ def test_log2_buckets_cover_the_data_and_count_each_cell():
     assert sum(c["n"] for c in b["cells"]) == 4
     assert cells[(16, 4)]["e2e_p50_ms"] == pytest.approx(100.0)
     assert cells[(16, 4)]["itl_p99_ms"] == pytest.approx(3.0)
+    assert cells[(16, 4)]["itl_token_p50_ms"] is None  # no per-token gaps given
+
+
+def test_length_buckets_report_per_token_itl_apart_from_chunk_gaps():
+    # two requests in one bucket; chunks 10 ms apart, each chunk after the first carries 2
+    # tokens: per-chunk ITL 10 ms, per-token 5 ms
+    chunks = np.array([0.0, 0.010, 0.020])
+    counts = np.array([1, 2, 2])
+    b = length_buckets(np.array([20, 20]), np.array([5, 5]), np.full(2, 0.01),
+                       np.full(2, 0.02), [np.diff(chunks)] * 2,
+                       [per_token_itl(chunks, counts)] * 2)
+    (c,) = b["cells"]
+    assert c["itl_p50_ms"] == pytest.approx(10.0) and c["itl_p99_ms"] == pytest.approx(10.0)
+    assert c["itl_token_p50_ms"] == pytest.approx(5.0)
+    assert c["itl_token_p99_ms"] == pytest.approx(5.0)
 
 
 def test_median_regression_recovers_known_costs_despite_a_heavy_tail():

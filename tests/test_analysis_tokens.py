@@ -83,6 +83,9 @@ def test_summary_reports_per_token_itl_apart_from_per_chunk(tmp_path, report_cou
     assert a["percentiles_ci"]["itl"]["p50"]["value_ms"] == pytest.approx(10.0, abs=1e-6)
     assert a["percentiles_ci"]["itl_per_token"]["p50"]["value_ms"] == pytest.approx(5.0, abs=1e-6)
     assert a["tokens_per_chunk"]["server" if report_counts else "estimated"] == 30
+    (cell,) = a["length_buckets"]["cells"]  # every request has the same lengths
+    assert cell["itl_p50_ms"] == pytest.approx(10.0, abs=1e-6)
+    assert cell["itl_token_p50_ms"] == pytest.approx(5.0, abs=1e-6)
 
 
 def test_one_token_per_chunk_leaves_per_token_equal_to_per_chunk(tmp_path):
