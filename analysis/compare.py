@@ -5,8 +5,9 @@ p50 and p90, the difference B - A of the percentiles is given with a percentile-
 confidence interval (requests resampled with replacement within each run, independently,
 ``n_boot`` times, seeded); a difference is *significant* when that interval excludes 0.
 Beside it, the two-sided Mann-Whitney U test of the whole distributions (scipy) gives a
-p-value. ITL is per chunk, and chunks of one request are not independent, so its percentiles
-are shown without a test (tpot, the per-request mean ITL, carries the test).
+p-value. ITL per chunk (``itl``) and per token (``itl_per_token``, which differ where a chunk
+carries several tokens, analysis/tokens.py): the gaps of one request are not independent, so
+their percentiles are shown without a test (tpot, the per-request mean ITL, carries the test).
 The same is done per length bucket (floor(log2 input tokens), floor(log2 output tokens)) for
 buckets with at least ``min_bucket`` requests in both runs: "is B faster for the same work".
 """
@@ -25,6 +26,7 @@ from analysis.load import Run, load_run
 from analysis.sweep import is_sweep, load_sweep
 
 TESTED = ("ttft", "e2e", "tpot", "norm")
+UNTESTED = ("itl", "itl_per_token")  # percentiles only (module docstring)
 CMP_PERCENTILES = (50.0, 90.0)
 
 
@@ -64,7 +66,7 @@ def mann_whitney(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def _metric_block(ma: dict, mb: dict, n_boot: int, seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for metric in (*TESTED, "itl"):
+    for metric in (*TESTED, *UNTESTED):
         a, b = ma[metric], mb[metric]
         d: dict[str, Any] = {"n_a": int(np.isfinite(a).sum()), "n_b": int(np.isfinite(b).sum())}
         for p in CMP_PERCENTILES:
@@ -75,7 +77,7 @@ def _metric_block(ma: dict, mb: dict, n_boot: int, seed: int) -> dict[str, Any]:
                 d[key].update(bootstrap_diff(a, b, p, n_boot, seed))
             else:
                 d[key]["diff"] = None if va is None or vb is None else vb - va
-                d[key]["note"] = "per-chunk values are not independent: no test"
+                d[key]["note"] = "gaps within a request are not independent: no test"
         if metric in TESTED:
             d["mann_whitney_p"] = mann_whitney(a, b)
         out[metric] = d

@@ -39,7 +39,8 @@ from analysis.metrics import col, derive
 METRICS = ("ttft", "itl", "tpot", "e2e", "norm")
 CURVE_PERCENTILES = (50.0, 90.0, 99.0)
 SLO_RE = re.compile(r"^(ttft|itl|tpot|e2e|norm)_p(\d+(?:\.\d+)?)_ms$")
-METRIC_LABEL = {"ttft": "TTFT", "itl": "ITL", "tpot": "TPOT", "e2e": "E2E",
+METRIC_LABEL = {"ttft": "TTFT", "itl": "ITL", "itl_per_token": "ITL (per token)",
+                "tpot": "TPOT", "e2e": "E2E",
                 "norm": "E2E / output token"}
 
 
@@ -76,7 +77,8 @@ def percentile_ci(x: np.ndarray, p: float, conf: float = 0.95
 
 
 def request_metrics(run: Run) -> dict[str, np.ndarray]:
-    """Per-request metrics of the ok requests in ms (aligned), plus ``itl`` (per chunk)."""
+    """Per-request metrics of the ok requests in ms (aligned), plus ``itl`` (per chunk) and
+    ``itl_per_token`` (analysis/tokens.py), which are not aligned with requests."""
     t = run.requests
     ok = t.column("status").to_numpy(zero_copy_only=False) == "ok"
     t_int, t_ft, t_done = (col(t, c)[ok] for c in ("t_intended", "t_first_token", "t_done"))
@@ -86,9 +88,11 @@ def request_metrics(run: Run) -> dict[str, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         tpot = np.where(out > 1, (t_done - t_ft) * 1e3 / np.maximum(out - 1, 1), np.nan)
         norm = np.where(out > 0, e2e / np.maximum(out, 1), np.nan)
+    d = derive(t)
     return {
         "ttft": (t_ft - t_int) * 1e3, "e2e": e2e, "tpot": tpot, "norm": norm,
-        "itl": derive(t).itl * 1e3, "input_tokens": inp, "output_tokens": out,
+        "itl": d.itl * 1e3, "itl_per_token": d.itl_token * 1e3,
+        "input_tokens": inp, "output_tokens": out,
         "t_intended": t_int,
     }
 

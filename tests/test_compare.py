@@ -73,3 +73,18 @@ def test_different_work_is_called_out():
     w = compare_runs(a, b, n_boot=100)["same_work"]
     assert w["workload_differences"] == {"output_len": [20, 200]}
     assert w["output_tokens_ks_p"] < 0.01 and "differ" in w["warning"]
+
+
+def test_compare_gives_per_token_itl_apart_from_chunk_gaps_without_a_test():
+    # every request: 20 tokens in 2 chunks, the second after 0.8 x E2E carrying 19 tokens
+    # (an even-split estimate, analysis/tokens.py): per-chunk gap 0.8 E2E, per token 0.8 E2E/19
+    e2e = np.full(40, 0.1)
+    res = compare_runs(run_with(e2e), run_with(e2e * 2), n_boot=50)
+    o = res["overall"]
+    assert o["itl"]["p50"]["a"] == pytest.approx(80.0)
+    assert o["itl_per_token"]["p50"]["a"] == pytest.approx(80.0 / 19)
+    assert o["itl_per_token"]["p50"]["b"] == pytest.approx(160.0 / 19)
+    assert o["itl_per_token"]["p50"]["diff"] == pytest.approx(80.0 / 19)
+    assert "mann_whitney_p" not in o["itl_per_token"]  # gaps are not independent: no test
+    assert "ITL (per token)" in render_comparison({"baseline": "a", "comparisons": [
+        {**res, "b": "b", "rate": None}]})
