@@ -1,7 +1,8 @@
-"""What the per-machine installers share: running a step, and a cached venv's bookkeeping.
+"""What the per-machine installers share: running a step, the lock that serialises installs,
+and a cached venv's bookkeeping.
 
-Used by servers/llamacpp/build.py, servers/llamacpp/python_install.py and
-servers/vllm/install.py.
+Used by servers/llamacpp/build.py, servers/llamacpp/python_install.py,
+servers/vllm/install.py and servers/triton/dist.py.
 
 A step (pip, cmake, ...) runs as its own process group with its
 output echoed to a progress callback (the lines ``show`` selects, shortened as it likes, plus
@@ -13,6 +14,7 @@ command and the last lines of its output, which is what a user needs to see what
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -21,7 +23,7 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 Progress = Callable[[str], None]
@@ -100,6 +102,16 @@ def dir_bytes(path: Path) -> int:
                 if stat.S_ISREG(st.st_mode):
                     total += st.st_size
     return total
+
+
+@contextlib.contextmanager
+def install_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block: a second,
+    concurrent install of the same thing waits here, then finds the first one's result. The
+    lock goes with the file descriptor, so a killed install never leaves it held."""
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def explicit_executable(sources: Iterable[tuple[str, str | os.PathLike | None]],

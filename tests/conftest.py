@@ -101,3 +101,23 @@ def perf_tool() -> str:
         pytest.skip(f"perf cannot record here (see /proc/sys/kernel/perf_event_paranoid): "
                     f"{r.stderr.strip()[-300:]}")
     return exe
+
+
+@pytest.fixture(scope="session")
+def shown_install(request):
+    """``shown_install(label, ensure, **kwargs)``: run an installer or build
+    (``ensure(progress=..., **kwargs)``: servers' ensure_* functions) with its progress on the
+    terminal, pytest's capture off (a first build takes minutes), and say how long it took;
+    returns what ``ensure`` returns."""
+    import time
+
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+
+    def run(label: str, ensure, **kwargs):  # noqa: ANN001, ANN202
+        with capman.global_and_fixture_disabled():
+            t = time.monotonic()
+            out = ensure(progress=lambda line: print(line, flush=True), **kwargs)
+            print(f"\n{label}: {out} (ready after {time.monotonic() - t:.1f} s)", flush=True)
+        return out
+
+    return run

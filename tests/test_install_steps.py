@@ -12,6 +12,7 @@ import pytest
 from servers.install_steps import (
     explicit_executable,
     finished_venv_python,
+    install_lock,
     read_install_info,
     run_step,
     write_install_info,
@@ -67,3 +68,25 @@ def test_a_venv_counts_as_installed_only_once_its_install_info_is_written(tmp_pa
     assert finished_venv_python(tmp_path) == py
     assert read_install_info(tmp_path) == {"version": "1.0"}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_second_install_waits_for_the_first_to_release_the_lock(tmp_path):
+    import threading
+
+    order: list[str] = []
+    inside = threading.Event()
+
+    def first() -> None:
+        with install_lock(tmp_path / ".install.lock"):
+            order.append("first in")
+            inside.set()
+            time.sleep(0.3)
+            order.append("first out")
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert inside.wait(10)
+    with install_lock(tmp_path / ".install.lock"):
+        order.append("second in")
+    t.join()
+    assert order == ["first in", "first out", "second in"]

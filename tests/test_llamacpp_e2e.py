@@ -39,18 +39,9 @@ NO_KEEPALIVE = {"Connection": "close"}
 
 
 @pytest.fixture(scope="module")
-def llama_server_bin(request) -> Path:
+def llama_server_bin(shown_install) -> Path:
     """The cached llama-server, built here (with progress on the terminal) when missing."""
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-
-    def progress(line: str) -> None:
-        print(line, flush=True)
-
-    with capman.global_and_fixture_disabled():
-        t = time.monotonic()
-        binary = ensure_llama_server(progress=progress, timeout_s=BUILD_TIMEOUT_S)
-        print(f"\nllama-server: {binary} (ready after {time.monotonic() - t:.1f} s)", flush=True)
-    return binary
+    return shown_install("llama-server", ensure_llama_server, timeout_s=BUILD_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

@@ -51,15 +51,10 @@ ASCII_ONLY = {"logit_bias": {**EXACT["logit_bias"], "0": -100.0, "1": -100.0}}
 
 
 @pytest.fixture(scope="session")
-def llama_cpp_python(request) -> Path:
+def llama_cpp_python(shown_install) -> Path:
     """The Python with llama-cpp-python[server], installed here (progress on the terminal)."""
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-    with capman.global_and_fixture_disabled():
-        t = time.monotonic()
-        py = ensure_llama_cpp_python(progress=lambda line: print(line, flush=True),
-                                     timeout_s=INSTALL_TIMEOUT_S)
-        print(f"\nllama-cpp-python: {py} (ready after {time.monotonic() - t:.1f} s)", flush=True)
-    return py
+    return shown_install("llama-cpp-python", ensure_llama_cpp_python,
+                         timeout_s=INSTALL_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

@@ -34,15 +34,9 @@ MAX_NUM_SEQS = 4
 
 
 @pytest.fixture(scope="session")
-def vllm_python(request) -> Path:
+def vllm_python(shown_install) -> Path:
     """The cached vLLM venv's Python, installed here (progress on the terminal) when missing."""
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-    with capman.global_and_fixture_disabled():
-        t = time.monotonic()
-        py = ensure_vllm_python(progress=lambda line: print(line, flush=True),
-                                timeout_s=INSTALL_TIMEOUT_S)
-        print(f"\nvLLM python: {py} (ready after {time.monotonic() - t:.1f} s)", flush=True)
-    return py
+    return shown_install("vLLM python", ensure_vllm_python, timeout_s=INSTALL_TIMEOUT_S)
 
 
 @pytest.fixture(scope="session")

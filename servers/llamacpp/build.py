@@ -18,7 +18,6 @@ runs find it in well under a second. Which binary is used, first match wins:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from servers.install_steps import explicit_executable, run_step
+from servers.install_steps import explicit_executable, install_lock, run_step
 from servers.models.gguf_tiny import cache_dir
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # the pinned sdist whose vendored llama.cpp we build
@@ -146,8 +145,7 @@ def build_llama_server(
     vdir.mkdir(parents=True, exist_ok=True)
     target = cached_binary(version)
     deadline = time.monotonic() + timeout_s
-    with open(vdir / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with install_lock(vdir / ".build.lock"):
         if target.is_file():
             return target
         t0 = time.monotonic()

@@ -35,7 +35,6 @@ Which Python runs the server, first match wins: ``--python PATH`` > ``$LOADGEN_L
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import os
@@ -51,6 +50,7 @@ from servers.install_steps import (
     dir_bytes,
     explicit_executable,
     finished_venv_python,
+    install_lock,
     read_install_info,
     run_step,
     write_install_info,
@@ -206,8 +206,7 @@ def install_llama_cpp_python(version: str = LLAMA_CPP_PYTHON_VERSION, timeout_s:
     deadline = time.monotonic() + timeout_s
     jobs = jobs or os.cpu_count() or 2
     env = pip_env(jobs)
-    with open(vdir / ".install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with install_lock(vdir / ".install.lock"):
         done = cached_python(version)
         if done is not None:
             return done

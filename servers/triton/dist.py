@@ -29,7 +29,6 @@ Two facts about the Python backend, found on these machines:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from servers.install_steps import install_lock
 from servers.models.gguf_tiny import cache_dir
 
 PYTRITON_VERSION = "0.7.0"  # bundles tritonserver 2.51.0
@@ -152,8 +152,7 @@ def install_triton(version: str = PYTRITON_VERSION, timeout_s: float = 900.0,
     libpython_dir()  # fail before downloading 55 MB if the stub could never run here
     root = default_root(version)
     root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".pytriton-{version}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with install_lock(root.parent / f".pytriton-{version}.lock"):
         dist = TritonDist(root)
         if dist.complete():
             return dist

