@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loadgen.matrix.spec import ExperimentError, parse_text
+from loadgen.matrix.spec import Experiment, ExperimentError, parse_text
 
 FUZZ = settings(max_examples=150, deadline=10_000, suppress_health_check=[HealthCheck.too_slow])
 SMOKE = (Path(__file__).resolve().parent.parent / "experiments" / "cpu-smoke.toml").read_text()
@@ -18,10 +18,13 @@ FILE = "fuzz.toml"
 
 
 def _parse(text: str) -> None:
+    """Either a valid Experiment of exactly this text, or an ExperimentError naming the file."""
     try:
-        parse_text(text, FILE)
+        exp = parse_text(text, FILE)
     except ExperimentError as e:
         assert str(e).startswith(f"{FILE}: ") and e.problems
+    else:
+        assert isinstance(exp, Experiment) and exp.text == text and exp.name
 
 
 @FUZZ

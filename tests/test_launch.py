@@ -53,8 +53,10 @@ def test_another_process_on_the_port_is_not_taken_for_our_server(tmp_path):
 
 def test_pick_port_returns_a_bindable_port():
     p = pick_port()
+    assert 1024 <= p <= 65535
     with socket.socket() as s:
         s.bind(("127.0.0.1", p))
+        assert s.getsockname() == ("127.0.0.1", p)
 
 
 # A leader that exits at once on SIGTERM, with a child (same process group) that takes CHILD_S
