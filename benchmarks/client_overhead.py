@@ -335,6 +335,18 @@ class GeneratorBroken(RuntimeError):
     """A generator process crashed without writing a summary: every further step would too."""
 
 
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User + system CPU seconds of ``procs`` so far; a process that has exited counts 0."""
+    tot = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            tot += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return tot
+
+
 class NullServer:
     """nginx started by tools/nullserver/start.sh; stopped by its master PID."""
 
@@ -378,14 +390,7 @@ class NullServer:
             return []
 
     def cpu_s(self) -> float:
-        tot = 0.0
-        for p in self._procs():
-            try:
-                t = p.cpu_times()
-                tot += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-        return tot
+        return cpu_seconds(self._procs())
 
     def log_size(self) -> int:
         return self.log.stat().st_size if self.log.exists() else 0

@@ -55,6 +55,7 @@ from client_overhead import (  # noqa: E402
     NullServer,
     _clean,
     _resolve_nullserver,
+    cpu_seconds,
     loadgen_cmd,
     preconditions,
 )
@@ -121,14 +122,7 @@ class CpuSampler:
             procs = [self.proc, *self.proc.children(recursive=True)]
         except psutil.NoSuchProcess:
             return None
-        tot = 0.0
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                tot += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-        return tot
+        return cpu_seconds(procs)
 
     def _run(self) -> None:
         while not self._stop.is_set():
