@@ -8,11 +8,6 @@ per-machine cache (servers/llamacpp/build.py). Loads are bounded: 10 requests of
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -27,6 +22,7 @@ from loadgen.run import RunSpec, execute
 from servers.launch import ServeSettings, launch
 from servers.llamacpp.build import ensure_llama_server
 from servers.llamacpp.runtime import LlamaServerRuntime
+from tests.serve_child import serve_child, stop_and_check_gone, wait_for_info
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("gguf")
@@ -227,25 +223,10 @@ def test_no_keepalive_streams_against_llama_server_without_disconnects(server, t
 def test_serve_command_serves_until_sigterm_and_writes_its_info(llama_server_bin, tiny_gguf,
                                                                 tmp_path):
     info_path = tmp_path / "info.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loadgen", "serve", "llamacpp", str(tiny_gguf), "-np", "2",
-         "--llama-server", str(llama_server_bin), "--info-json", str(info_path),
-         "--log-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not info_path.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert info_path.exists(), proc.communicate(timeout=10)[0] if proc.poll() else "timeout"
-        info = json.loads(info_path.read_text())
+    with serve_child("serve", "llamacpp", str(tiny_gguf), "-np", "2", "--llama-server",
+                     str(llama_server_bin), "--info-json", str(info_path),
+                     "--log-dir", str(tmp_path)) as proc:
+        info = wait_for_info(proc, info_path, 60, poll_s=0.1)
         with urllib.request.urlopen(info["base_url"] + "/v1/models", timeout=10) as r:
             assert info["model"] in [m["id"] for m in json.loads(r.read())["data"]]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-        server_pid = info["pid"]
-        with pytest.raises(ProcessLookupError):  # the server process is gone too
-            os.kill(server_pid, 0)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_and_check_gone(proc, info["pid"], 20, group=False)  # the server process too

@@ -17,11 +17,8 @@ EOS and on the byte tokens <0x80>..<0xFF> rules both out.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -36,6 +33,7 @@ from loadgen.run import RunSpec, execute
 from servers.launch import ServeSettings, launch
 from servers.llamacpp.python_install import ensure_llama_cpp_python, venv_python
 from servers.llamacpp.runtime import LlamaCppPythonRuntime
+from tests.serve_child import serve_child, stop_and_check_gone, wait_for_info
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("gguf")
@@ -132,11 +130,6 @@ def test_open_loop_load_has_exact_token_counts_and_the_manifest_names_the_runtim
                    for line in built["freeze"])
 
 
-def _loadgen(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "loadgen", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
 def test_serve_install_flag_prints_the_python_it_finds(llama_cpp_python):
     p = subprocess.run([sys.executable, "-m", "loadgen", "serve", "llamacpp-python",
                         "--install"], capture_output=True, text=True, timeout=120)
@@ -150,25 +143,13 @@ def test_serve_command_finds_the_installation_and_stops_the_group_on_sigterm(
     from servers.models.gguf_tiny import cached_tiny_gguf
 
     info_path = tmp_path / "info.json"
-    proc = _loadgen("serve", "llamacpp-python", str(cached_tiny_gguf("tiny")),
-                    "--served-model-name", "tiny", "--no-auto-install", "--info-json",
-                    str(info_path), "--log-dir", str(tmp_path), "--server-arg=--n_threads",
-                    "--server-arg=1")
-    try:
-        deadline = time.monotonic() + 120
-        while not info_path.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert info_path.exists(), proc.communicate(timeout=10)[0] if proc.poll() else "timeout"
-        info = json.loads(info_path.read_text())
+    with serve_child("serve", "llamacpp-python", str(cached_tiny_gguf("tiny")),
+                     "--served-model-name", "tiny", "--no-auto-install", "--info-json",
+                     str(info_path), "--log-dir", str(tmp_path), "--server-arg=--n_threads",
+                     "--server-arg=1") as proc:
+        info = wait_for_info(proc, info_path, 120)
         assert info["runtime"] == "llamacpp-python" and info["argv"][0] == str(llama_cpp_python)
         assert info["argv"][-2:] == ["--n_threads", "1"]
         with urllib.request.urlopen(info["base_url"] + "/v1/models", timeout=10) as r:
             assert [m["id"] for m in json.loads(r.read())["data"]] == ["tiny"]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-        with pytest.raises(ProcessLookupError):  # the server's whole group is gone too
-            os.killpg(info["pid"], 0)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_and_check_gone(proc, info["pid"], 60)  # the server's whole group too

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
 from servers.vllm.install import ensure_vllm_python, venv_python
+from tests.serve_child import serve_child, stop_and_check_gone, wait_for_info
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("torch")
@@ -27,11 +26,6 @@ pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def installed() -> None:
     ensure_vllm_python(timeout_s=30 * 60)
-
-
-def _loadgen(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "loadgen", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
 
 
 def test_install_flag_prints_the_cached_python(installed):
@@ -48,26 +42,14 @@ def test_serve_command_passes_flags_through_and_stops_the_group_on_sigterm(insta
     from servers.models.hf_tiny import cached_tiny_hf
 
     info_path = tmp_path / "info.json"
-    proc = _loadgen("serve", "vllm", str(cached_tiny_hf("tiny")), "--max-batch-size", "2",
-                    "--served-model-name", "tiny", "--info-json", str(info_path),
-                    "--log-dir", str(tmp_path), "--", "--max-model-len", "256",
-                    "--dtype", "float32")
-    try:
-        deadline = time.monotonic() + 600
-        while not info_path.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert info_path.exists(), proc.communicate(timeout=10)[0] if proc.poll() else "timeout"
-        info = json.loads(info_path.read_text())
+    with serve_child("serve", "vllm", str(cached_tiny_hf("tiny")), "--max-batch-size", "2",
+                     "--served-model-name", "tiny", "--info-json", str(info_path),
+                     "--log-dir", str(tmp_path), "--", "--max-model-len", "256",
+                     "--dtype", "float32") as proc:
+        info = wait_for_info(proc, info_path, 600, poll_s=0.5)
         assert info["runtime"] == "vllm" and info["argv"][-4:] == [
             "--max-model-len", "256", "--dtype", "float32"]
         with urllib.request.urlopen(info["base_url"] + "/v1/models", timeout=10) as r:
             models = json.loads(r.read())["data"]
         assert [(m["id"], m["max_model_len"]) for m in models] == [("tiny", 256)]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-        with pytest.raises(ProcessLookupError):  # the server's whole group is gone too
-            os.killpg(info["pid"], 0)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_and_check_gone(proc, info["pid"], 60)  # the server's whole group too
