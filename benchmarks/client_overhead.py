@@ -542,7 +542,8 @@ def _fill(step: Step, s: dict[str, Any]) -> None:
 
 
 def loadgen_cmd(url: str, rate: float, n: int, result_dir: Path | str, name: str, seed: int,
-                exe: str | None = None, workers: int = 1) -> list[str]:
+                exe: str | None = None, workers: int = 1,
+                http_client: str = "lean") -> list[str]:
     """The exact command a user would type (shown in the README and docs/benchmarks.md)."""
     if exe is not None:
         head = [exe]
@@ -553,7 +554,8 @@ def loadgen_cmd(url: str, rate: float, n: int, result_dir: Path | str, name: str
     return [*head, "run", "--base-url", url, "--model", MODEL, "--request-rate", f"{rate:g}",
             "--num-prompts", str(n), "--random-input-len", str(INPUT_LEN),
             "--random-output-len", str(OUTPUT_LEN), "--seed", str(seed), "--workers", str(workers),
-            "--json", "--no-progress", "--result-dir", str(result_dir), "--run-name", name]
+            "--json", "--no-progress", "--result-dir", str(result_dir), "--run-name", name,
+            "--http-client", http_client]
 
 
 def engine_cmd(url: str, rate: float, n: int, result_dir: Path, name: str, seed: int,
@@ -669,6 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run every rate of --rates for each worker count instead of climbing "
                    "and bisecting")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--http-client", choices=("lean", "aiohttp"), default="lean",
+                   help="loadgen run --http-client of every ladder step (default lean)")
     p.add_argument("--step-timeout-s", type=float, default=None,
                    help="kill a step after this long (default: duration + 30 s)")
     p.add_argument("--budget-s", type=float, default=600.0,
@@ -730,7 +734,8 @@ class Bench:
         rd = self.work / "runs"
         rd.mkdir(exist_ok=True)
         if spin_us is None:
-            cmd = loadgen_cmd(self.server.url, rate, n, rd, name, self.a.seed, workers=workers)
+            cmd = loadgen_cmd(self.server.url, rate, n, rd, name, self.a.seed, workers=workers,
+                              http_client=self.a.http_client)
         else:
             cmd = engine_cmd(self.server.url, rate, n, rd, name, self.a.seed, spin_us)
         step = Step(phase=phase, rate=rate, num_prompts=n, spin_us=spin_us, workers=workers,

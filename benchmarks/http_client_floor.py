@@ -9,13 +9,15 @@ run for every client, interleaved, best of ``--repeat``.
 
 Clients:
 - ``aiohttp``: ``session.post`` + ``resp.content.iter_any()``, as loadgen/clients/openai.py;
+- ``lean``: loadgen's own HTTP/1.1 client (loadgen/clients/h1.py, ``--http-client lean``):
+  ``Pool.post`` as the OpenAI client calls it;
 - ``protocol``: a bare ``asyncio.Protocol`` per connection, keep-alive, the request's bytes
   prepared before the loop, the response's end found from its headers (Content-Length, or the
   chunked encoding's last chunk). A floor, not a client: no redirects, proxies, TLS, timeouts.
 
     .venv/bin/python benchmarks/http_client_floor.py [--requests 20000] [--concurrency 8]
 
-Not a product path: it tells whether replacing aiohttp can pay (docs/benchmarks.md).
+``protocol`` is not a product path: it is the floor under the other two (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -72,6 +74,26 @@ async def run_aiohttp(url: str, n: int, conc: int) -> int:
                     assert resp.status == 200 and pieces
 
         await asyncio.gather(*(one() for _ in range(conc)))
+    return done
+
+
+async def run_lean(url: str, n: int, conc: int) -> int:
+    from loadgen.clients.h1 import Pool
+
+    done = 0
+    pool = Pool(url, {"Content-Type": "application/json"})
+
+    async def one() -> None:
+        nonlocal done
+        while done < n:
+            done += 1
+            r = await pool.post(BODY, 0.0, cap=1 << 28, error_cap=1 << 16, timeout_s=600)
+            assert r.status == 200 and r.pieces
+
+    try:
+        await asyncio.gather(*(one() for _ in range(conc)))
+    finally:
+        pool.close()
     return done
 
 
@@ -188,9 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{port}/v1/completions"
         measure(run_aiohttp, url, 500, a.concurrency)  # warm both paths and nginx
         measure(run_protocol, "127.0.0.1", port, 500, a.concurrency)
-        runs: dict[str, list[dict]] = {"aiohttp": [], "protocol": []}
+        measure(run_lean, url, 500, a.concurrency)
+        runs: dict[str, list[dict]] = {"aiohttp": [], "lean": [], "protocol": []}
         for _ in range(a.repeat):  # interleaved: a noisy minute hits both alike
             runs["aiohttp"].append(measure(run_aiohttp, url, a.requests, a.concurrency))
+            runs["lean"].append(measure(run_lean, url, a.requests, a.concurrency))
             runs["protocol"].append(measure(run_protocol, "127.0.0.1", port, a.requests,
                                             a.concurrency))
     finally:
@@ -203,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in runs.items():
         print(f"  {k:<9} {best[k]:7.1f} µs   " + "  ".join(
             f"{r['cpu_us_per_request']:.1f} µs @ {r['req_per_s']:.0f}/s" for r in v))
-    print(f"  ratio aiohttp / protocol: {best['aiohttp'] / best['protocol']:.2f}")
+    print(f"  ratio aiohttp / protocol: {best['aiohttp'] / best['protocol']:.2f}, "
+          f"aiohttp / lean: {best['aiohttp'] / best['lean']:.2f}")
     if a.out:
         a.out.write_text(json.dumps({"config": vars(a) | {"nullserver": str(a.nullserver),
                                                            "out": str(a.out)},

@@ -88,7 +88,7 @@ def keeps_up(server_rate: float, rate: float, n: int, failed: int | None, receiv
 
 @dataclass
 class Row:
-    tool: str  # loadgen-w1, loadgen-w2, vllm
+    tool: str  # loadgen-w1-lean, loadgen-w2-aiohttp, ..., vllm
     rate: float
     n: int
     rc: int | None = None
@@ -202,6 +202,12 @@ def subprocess_popen(cmd: list[str], out: Any, env: dict[str, str]) -> Any:
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
 
 
+def parse_tool(tool: str) -> tuple[int, str]:
+    """``loadgen-w2-aiohttp`` -> (2, "aiohttp"), ``loadgen-w1-lean`` -> (1, "lean")."""
+    w, _, http_client = tool.removeprefix("loadgen-w").partition("-")
+    return int(w), http_client or "lean"
+
+
 def vllm_cmd(python: Path, tokenizer: Path, url: str, rate: float, n: int, out_dir: Path,
              name: str) -> list[str]:
     """``vllm bench serve`` with the same workload as loadgen_cmd."""
@@ -221,13 +227,13 @@ def highest_kept_up(rows: list[Row], tool: str) -> float | None:
     return max(ok, default=None)
 
 
-HEADER = ("tool          rate  server rate  recv/n      TTFT mean  TTFT p50  TTFT p99  "
+HEADER = ("tool                rate  server rate  recv/n      TTFT mean  TTFT p50  TTFT p99  "
           "us/req  cores  lag p99  keeps up")
 
 
 def fmt(r: Row) -> str:
     f = lambda x, w, d: (f"{x:{w}.{d}f}" if isinstance(x, int | float) and x == x else "-".rjust(w))  # noqa: E731
-    return (f"{r.tool:<12}{r.rate:6.0f}{f(r.server_rate, 13, 1)}  {r.received:>5}/{r.n:<5}"
+    return (f"{r.tool:<18}{r.rate:6.0f}{f(r.server_rate, 13, 1)}  {r.received:>5}/{r.n:<5}"
             f"{f(r.ttft_mean_ms, 11, 2)}{f(r.ttft_p50_ms, 10, 2)}{f(r.ttft_p99_ms, 10, 2)}"
             f"{f(r.cpu_us_per_request, 8, 0)}{f(r.cpu_cores, 7, 2)}{f(r.send_lag_p99_ms, 9, 2)}"
             f"  {'yes' if r.keeps_up else 'NO'} {r.note}")
@@ -242,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="local HF tokenizer folder for vLLM's random dataset")
     p.add_argument("--rates", default="250,500,1000,1500,2000")
     p.add_argument("--workers", type=int, default=2, help="loadgen's multi-process count")
+    p.add_argument("--http-client", default="lean",
+                   help="loadgen's --http-client values to run, comma-separated (lean,aiohttp: "
+                   "both, interleaved at every rate; tools named loadgen-wN-lean, "
+                   "loadgen-wN-aiohttp)")
     p.add_argument("--duration-s", type=float, default=6.0)
     p.add_argument("--min-prompts", type=int, default=1000)
     p.add_argument("--timeout-s", type=float, default=240.0, help="per tool run")
@@ -267,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     server = NullServer(start_sh, work)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PYTHONPATH": str(REPO)}
+    tools = [f"loadgen-w{w}-{h}"
+             for h in a.http_client.split(",") for w in dict.fromkeys((1, a.workers))] + ["vllm"]
     rows: list[Row] = []
     started = datetime.now(UTC)
     interrupted = None
@@ -275,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"null server {server.url}; work dir {work}", file=sys.stderr)
         for rate in rates:
             n = max(a.min_prompts, round(rate * a.duration_s))
-            for tool in ("loadgen-w1", f"loadgen-w{a.workers}", "vllm"):
+            for tool in tools:
                 row = Row(tool=tool, rate=rate, n=n)
                 name = f"{tool}-{rate:g}"
                 print(f"  {tool} {rate:g} req/s, {n} requests ...", end="", flush=True,
@@ -285,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
                                    server, env, a.timeout_s, work / (name + ".json"),
                                    work / (name + ".log"))
                 else:
-                    w = int(tool.rsplit("w", 1)[1])
-                    cmd = loadgen_cmd(server.url, rate, n, work, name, 0, workers=w)
+                    w, http_client = parse_tool(tool)
+                    cmd = loadgen_cmd(server.url, rate, n, work, name, 0, workers=w,
+                                      http_client=http_client)
                     cmd[cmd.index("--json")] = "--result-filename"
                     cmd.insert(cmd.index("--result-filename") + 1, name + ".json")
                     res = run_tool(row, cmd, server, env, a.timeout_s, work / (name + ".json"),
@@ -310,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\nhighest rate kept up with (server-side rate within 3 standard errors of the "
           "requested, all received, no failures): "
           + ", ".join(f"{t}: {best[t] or 'none'}" for t in tools))
-    if best.get("vllm") and best.get("loadgen-w1"):
-        print(f"ratio loadgen-w1 / vllm: {best['loadgen-w1'] / best['vllm']:.2f}x")
+    for t in tools:
+        if t != "vllm" and best.get("vllm") and best.get(t):
+            print(f"ratio {t} / vllm: {best[t] / best['vllm']:.2f}x")
     cpu = {t: [r.cpu_us_per_request for r in rows if r.tool == t and r.keeps_up] for t in tools}
     out = Path(a.out) if a.out else (REPO / "benchmarks" / "results" /
                                      f"vs_vllm-{started:%Y-%m-%dT%H%M%SZ}.json")

@@ -25,13 +25,16 @@ pytestmark = pytest.mark.e2e
 
 
 def _spec(url: str, wl: Workload, tmp: Path, name: str, **kw) -> RunSpec:
-    client_kw = {k: kw.pop(k) for k in list(kw) if k in ("endpoint", "stream", "model", "ignore_eos")}
+    client_kw = {k: kw.pop(k) for k in list(kw) if k in ("endpoint", "stream", "model", "ignore_eos",
+                                                               "http_client")}
     client = ClientConfig(base_url=url, **{"model": "sim-llm", **client_kw})
     return RunSpec(client=client, workload=wl, result_dir=tmp, run_name=name, progress=False, **kw)
 
 
+@pytest.mark.parametrize("http_client", ["aiohttp", "lean"])
 @pytest.mark.parametrize("endpoint", ["/v1/completions", "/v1/chat/completions"])
-def test_measured_ttft_and_itl_match_the_cost_model_at_low_load(start_sim, tmp_path, endpoint):
+def test_measured_ttft_and_itl_match_the_cost_model_at_low_load(start_sim, tmp_path, endpoint,
+                                                                http_client):
     # 10 ms per step, 0.05 ms per prompt token: alone, TTFT = 10 + 0.5 + 0.05*200 = 20.5 ms and
     # ITL = 10.5 ms. At 4 req/s with 20-token outputs (~0.2 s each) requests rarely overlap.
     srv = start_sim("--step-base-ms", "10", "--step-per-seq-ms", "0.5", "--prefill-per-token-ms", "0.05")
@@ -39,7 +42,8 @@ def test_measured_ttft_and_itl_match_the_cost_model_at_low_load(start_sim, tmp_p
     pred = predict_isolated(costs, 200, 20)
     wl = synthetic_workload(num_requests=16, request_rate=4.0, process="constant",
                             input_len=200, output_len=20, seed=1)
-    res = execute(_spec(srv.base_url, wl, tmp_path, "acc", endpoint=endpoint))
+    res = execute(_spec(srv.base_url, wl, tmp_path, "acc", endpoint=endpoint,
+                        http_client=http_client))
     assert res.exit_code == 0, res.text
     run = load_run(res.run_dir)
     d = derive(run.requests)

@@ -40,6 +40,13 @@ LAG_P99_MS = 50.0
 GIANT_LAG_MS = 100.0  # with giant responses (see the test)
 
 
+@pytest.fixture(params=["aiohttp", "lean"])
+def http_client(request) -> str:
+    """Each fault below is checked with both HTTP clients (``--http-client``): the same
+    failure must give the same status and cause."""
+    return request.param
+
+
 def _run(url: str, wl: Workload, tmp: Path, name: str, *, preflight: bool = True,
          **client) -> tuple[dict, object]:
     cfg = ClientConfig(base_url=url, model="sim-llm", **client)
@@ -66,32 +73,32 @@ def _check_common(s: dict, n: int, failed_status: str, min_failed: int,
 
 # -- faults of the reference server --------------------------------------------------------
 
-def test_http_503_with_retry_after_is_an_http_error(start_sim, tmp_path):
+def test_http_503_with_retry_after_is_an_http_error(start_sim, tmp_path, http_client):
     srv = start_sim("--fault-rate", "0.5", "--fault-kind", "http503", "--step-base-ms", "2")
     wl = synthetic_workload(num_requests=30, request_rate=30.0, input_len=10, output_len=8, seed=3)
-    s, _ = _run(srv.base_url, wl, tmp_path, "503")
+    s, _ = _run(srv.base_url, wl, tmp_path, "503", http_client=http_client)
     table = _check_common(s, 30, "http_error", 6)
     assert table[("http_error", "HTTP 503 Retry-After")] == s["counts"]["by_status"]["http_error"]
     assert "HTTP 503 (Retry-After: 2)" in s["errors"]["examples"]["http_error"]
 
 
-def test_invalid_utf8_in_a_stream_is_an_invalid_response_naming_it(start_sim, tmp_path):
+def test_invalid_utf8_in_a_stream_is_an_invalid_response_naming_it(start_sim, tmp_path, http_client):
     srv = start_sim("--fault-rate", "0.5", "--fault-kind", "utf8", "--step-base-ms", "2")
     wl = synthetic_workload(num_requests=30, request_rate=30.0, input_len=10, output_len=8, seed=3)
-    s, run = _run(srv.base_url, wl, tmp_path, "utf8")
+    s, run = _run(srv.base_url, wl, tmp_path, "utf8", http_client=http_client)
     table = _check_common(s, 30, "invalid_response", 6)
     assert table[("invalid_response", "invalid UTF-8")] == s["counts"]["by_status"]["invalid_response"]
     assert "invalid UTF-8 at byte" in s["errors"]["examples"]["invalid_response"]
 
 
-def test_a_giant_chunk_is_parsed_whole_off_the_event_loop(start_sim, tmp_path):
+def test_a_giant_chunk_is_parsed_whole_off_the_event_loop(start_sim, tmp_path, http_client):
     # One 4 MB SSE event in half of the responses: a valid stream, so ok; parsed in a thread.
     # Receiving 40 MB/s on a 2-core machine that also runs the server generating them costs
     # the event loop pauses of ~30 ms (measured): the schedule keeps going, within GIANT_LAG_MS.
     srv = start_sim("--fault-rate", "0.5", "--fault-kind", "giant", "--fault-giant-bytes",
                     "4000000", "--step-base-ms", "2")
     wl = synthetic_workload(num_requests=20, request_rate=20.0, input_len=10, output_len=8, seed=3)
-    s, run = _run(srv.base_url, wl, tmp_path, "giant")
+    s, run = _run(srv.base_url, wl, tmp_path, "giant", http_client=http_client)
     assert s["counts"]["by_status"] == {"ok": 20}
     big = col(run.requests, "response_bytes", np.int64) > 4_000_000
     assert big.sum() >= 5
@@ -99,11 +106,11 @@ def test_a_giant_chunk_is_parsed_whole_off_the_event_loop(start_sim, tmp_path):
     assert s["self_check"]["send_lag_ms"]["p99"] < GIANT_LAG_MS and s["counts"]["sent"] == 20
 
 
-def test_a_response_past_max_response_bytes_is_cut_off(start_sim, tmp_path):
+def test_a_response_past_max_response_bytes_is_cut_off(start_sim, tmp_path, http_client):
     srv = start_sim("--fault-rate", "0.5", "--fault-kind", "giant", "--fault-giant-bytes",
                     "4000000", "--step-base-ms", "2")
     wl = synthetic_workload(num_requests=20, request_rate=20.0, input_len=10, output_len=8, seed=3)
-    s, run = _run(srv.base_url, wl, tmp_path, "cap", max_response_bytes=1_000_000)
+    s, run = _run(srv.base_url, wl, tmp_path, "cap", max_response_bytes=1_000_000, http_client=http_client)
     table = _check_common(s, 20, "invalid_response", 5, lag_ms=GIANT_LAG_MS)
     assert table[("invalid_response", "too large")] == s["counts"]["by_status"]["invalid_response"]
     cut = col(run.requests, "response_bytes", np.int64)[
@@ -112,11 +119,11 @@ def test_a_response_past_max_response_bytes_is_cut_off(start_sim, tmp_path):
     assert (cut <= 1_000_000 + (3 << 20)).all(), cut
 
 
-def test_a_stream_that_never_ends_is_bounded_by_the_timeout(start_sim, tmp_path):
+def test_a_stream_that_never_ends_is_bounded_by_the_timeout(start_sim, tmp_path, http_client):
     srv = start_sim("--fault-rate", "0.5", "--fault-kind", "endless", "--step-base-ms", "2")
     wl = synthetic_workload(num_requests=20, request_rate=20.0, input_len=10, output_len=8, seed=3)
     t = time.monotonic()
-    s, run = _run(srv.base_url, wl, tmp_path, "endless", timeout_s=1.0)
+    s, run = _run(srv.base_url, wl, tmp_path, "endless", timeout_s=1.0, http_client=http_client)
     assert time.monotonic() - t < 15  # 1 s of load + 1 s timeout + start and summary
     table = _check_common(s, 20, "timeout", 5)
     assert table[("timeout", "timeout")] == s["counts"]["by_status"]["timeout"]
@@ -132,10 +139,10 @@ def _proxied(start_sim, start_proxy, *flags):
     return start_proxy(srv.base_url, "--fault-rate", "0.5", "--seed", "1", *flags)
 
 
-def test_a_delay_before_the_headers_shows_in_first_byte_and_ttft(start_sim, start_proxy, tmp_path):
+def test_a_delay_before_the_headers_shows_in_first_byte_and_ttft(start_sim, start_proxy, tmp_path, http_client):
     px = _proxied(start_sim, start_proxy, "--fault", "delay_headers", "--delay-s", "0.4")
     wl = synthetic_workload(num_requests=30, request_rate=20.0, input_len=10, output_len=8, seed=3)
-    s, run = _run(px.base_url, wl, tmp_path, "dh", preflight=False)
+    s, run = _run(px.base_url, wl, tmp_path, "dh", preflight=False, http_client=http_client)
     assert s["counts"]["by_status"] == {"ok": 30}
     fb = col(run.requests, "t_first_byte") - col(run.requests, "t_sent")
     late = fb >= 0.4
@@ -145,20 +152,20 @@ def test_a_delay_before_the_headers_shows_in_first_byte_and_ttft(start_sim, star
     assert s["self_check"]["send_lag_ms"]["p99"] < LAG_P99_MS
 
 
-def test_a_delay_before_the_headers_past_the_timeout_is_a_timeout(start_sim, start_proxy, tmp_path):
+def test_a_delay_before_the_headers_past_the_timeout_is_a_timeout(start_sim, start_proxy, tmp_path, http_client):
     px = _proxied(start_sim, start_proxy, "--fault", "delay_headers", "--delay-s", "30")
     wl = synthetic_workload(num_requests=20, request_rate=20.0, input_len=10, output_len=8, seed=3)
     t = time.monotonic()
-    s, _ = _run(px.base_url, wl, tmp_path, "dht", preflight=False, timeout_s=1.0)
+    s, _ = _run(px.base_url, wl, tmp_path, "dht", preflight=False, timeout_s=1.0, http_client=http_client)
     assert time.monotonic() - t < 15  # the 30 s delay did not hold the run
     table = _check_common(s, 20, "timeout", 4)
     assert table[("timeout", "timeout")] == s["counts"]["by_status"]["timeout"]
 
 
-def test_a_network_stall_mid_stream_shows_as_one_long_gap(start_sim, start_proxy, tmp_path):
+def test_a_network_stall_mid_stream_shows_as_one_long_gap(start_sim, start_proxy, tmp_path, http_client):
     px = _proxied(start_sim, start_proxy, "--fault", "stall", "--delay-s", "0.4")
     wl = synthetic_workload(num_requests=30, request_rate=20.0, input_len=10, output_len=8, seed=3)
-    s, run = _run(px.base_url, wl, tmp_path, "st", preflight=False)
+    s, run = _run(px.base_url, wl, tmp_path, "st", preflight=False, http_client=http_client)
     assert s["counts"]["by_status"] == {"ok": 30}
     gap = col(run.requests, "max_itl")
     # >= 0.35, not 0.4: a read before the stall that the client timestamps a few ms late
@@ -168,10 +175,10 @@ def test_a_network_stall_mid_stream_shows_as_one_long_gap(start_sim, start_proxy
 
 
 @pytest.mark.parametrize(("fault", "cause"), [("reset", "reset"), ("truncate", "truncated body")])
-def test_a_connection_broken_mid_stream_is_disconnected(start_sim, start_proxy, tmp_path, fault, cause):
+def test_a_connection_broken_mid_stream_is_disconnected(start_sim, start_proxy, tmp_path, fault, cause, http_client):
     px = _proxied(start_sim, start_proxy, "--fault", fault)
     wl = synthetic_workload(num_requests=30, request_rate=20.0, input_len=10, output_len=8, seed=3)
-    s, run = _run(px.base_url, wl, tmp_path, fault, preflight=False)
+    s, run = _run(px.base_url, wl, tmp_path, fault, preflight=False, http_client=http_client)
     table = _check_common(s, 30, "disconnected", 5)
     assert table[("disconnected", cause)] == s["counts"]["by_status"]["disconnected"], table
     cut = run.requests.column("status").to_numpy(zero_copy_only=False) == "disconnected"
@@ -186,7 +193,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_server_killed_and_restarted_mid_run(tmp_path):
+def test_server_killed_and_restarted_mid_run(tmp_path, http_client):
     port = _free_port()
     srv = sim_server(tmp_path / "a.log", "--step-base-ms", "5", port=port).start(timeout_s=30)
     wl = synthetic_workload(num_requests=80, request_rate=20.0, process="constant",
@@ -203,7 +210,7 @@ def test_server_killed_and_restarted_mid_run(tmp_path):
     th = threading.Thread(target=kill_and_restart)
     th.start()
     try:
-        s, run = _run(srv.base_url, wl, tmp_path, "restart")
+        s, run = _run(srv.base_url, wl, tmp_path, "restart", http_client=http_client)
     finally:
         th.join()
         for p in again:

@@ -228,3 +228,35 @@ def test_absurd_workload_flags_give_a_bounded_workload_or_a_usage_error(rate, n,
         assert "memory" in str(e) or "days" in str(e) or "--" in str(e)
     else:
         assert len(wl) == n and wl.duration <= 30 * 86400
+# events a plain stream may carry: well-formed ones of every kind the parser reads, and the
+# odd ones the fast path must hand to the reference loop (error events, wrong types, bad JSON)
+_EVENTS = [
+    b'{"choices":[{"index":0,"text":" a","finish_reason":null,"logprobs":null}]}',
+    b'{"choices":[{"index":0,"text":"","finish_reason":null}]}',
+    b'{"choices":[{"index":0,"text":" b","finish_reason":"length"}]}',
+    b'{"choices":[{"index":0,"delta":{"content":"hi"}}]}',
+    b'{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}',
+    b'{"choices":[{"index":0,"delta":{"reasoning_content":"hmm"},"finish_reason":"stop"}]}',
+    b'{"choices":[{"index":0,"delta":"oops"}]}',
+    b'{"choices":[{"index":0,"text":" c","logprobs":{"tokens":["x","y"],"content":["x"]}}]}',
+    b'{"choices":[{"index":0,"text":" d"}],"usage":{"completion_tokens":5}}',
+    b'{"choices":[{"index":0,"text":" e"}],"timings":{"predicted_n":3,"prompt_ms":1.5}}',
+    b'{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}',
+    b'{"choices":[],"sim_timings":{"queue_s":0.1,"prefill_s":0.2,"decode_s":0.3}}',
+    b'{"choices":[],"server_timings":"not an object"}',
+    b'{"choices":[],"usage":7}',
+    b'{"choices":{"0":1}}',
+    b'{"choices":[7]}',
+    b'{"error":{"message":"boom"}}',
+    b'[1,2]', b'7', b'{not json', b'', b'{"choices":[]},{"choices":[]}', b'[DONE]',
+]
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(_EVENTS), max_size=25),
+       st.lists(st.integers(min_value=0, max_value=10**6), max_size=8), st.booleans())
+def test_the_plain_stream_fast_path_gives_what_the_reference_loop_gives(events, cuts, chat):
+    data = b"".join(b"data: " + e + b"\n\n" for e in events)
+    pieces = _split(data, cuts) or [b""]
+    times = [float(i) for i in range(len(pieces))]
+    assert parse_stream(pieces, times, chat) == parse_stream(pieces, times, chat, batch=False)

@@ -235,3 +235,31 @@ def test_https_certificates_are_verified_unless_insecure(start_sim, start_proxy,
     assert trusted.returncode == 0, trusted.stderr  # verification is real: a trusted cert passes
     s = orjson.loads((tmp_path / "runs" / "c" / "summary.json").read_bytes())
     assert s["counts"]["by_status"] == {"ok": 4}
+
+
+@pytest.mark.e2e
+def test_the_lean_http_client_verifies_https_certificates_too(start_sim, start_proxy, tmp_path):
+    import os
+
+    cert, key = _self_signed(tmp_path)
+    srv = start_sim("--step-base-ms", "1")
+    tls = start_proxy(srv.base_url, "--tls-cert", str(cert), "--tls-key", str(key))
+    args = ["run", "--base-url", tls.base_url, "--model", "sim-llm", "--request-rate", "50",
+            "--num-prompts", "4", "--random-input-len", "4", "--random-output-len", "2",
+            "--result-dir", str(tmp_path / "runs"), "--no-progress", "--http-client", "lean"]
+    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+
+    def summary(name: str, *extra: str, **env_extra: str) -> dict:
+        p = subprocess.run([*LOADGEN, *args, "--run-name", name, *extra], capture_output=True,
+                           text=True, timeout=120, env={**env, **env_extra})
+        assert (tmp_path / "runs" / name / "summary.json").exists(), p.stderr
+        m = orjson.loads((tmp_path / "runs" / name / "manifest.json").read_bytes())
+        assert m["config"]["client"]["http_client"] == "lean"
+        return orjson.loads((tmp_path / "runs" / name / "summary.json").read_bytes())
+
+    # past the preflight (aiohttp's, tested above), the run's own requests are refused
+    s = summary("untrusted", "--skip-preflight")
+    assert s["counts"]["by_status"] == {"connect_error": 4}
+    assert "CERTIFICATE_VERIFY_FAILED" in s["errors"]["examples"]["connect_error"]
+    assert summary("insecure", "--insecure")["counts"]["by_status"] == {"ok": 4}
+    assert summary("trusted", SSL_CERT_FILE=str(cert))["counts"]["by_status"] == {"ok": 4}

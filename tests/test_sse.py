@@ -2,6 +2,7 @@
 
 import orjson
 
+from loadgen import sse
 from loadgen.sse import parse_stream
 
 
@@ -150,3 +151,21 @@ def test_decoding_all_events_at_once_gives_what_decoding_each_event_gives():
 def test_two_json_values_in_one_event_are_malformed_not_two_events():
     r = parse_stream([b'data: {"choices":[]},{"choices":[]}\n\n', b"data: [DONE]\n\n"], [1, 2], chat=False)
     assert r.error is not None and "malformed SSE data in event 1" in r.error
+
+
+def test_a_plain_stream_takes_the_fast_path_and_agrees_with_the_reference():
+    # what vLLM sends: one event per read, usage in the last event before [DONE]
+    events = [_tok(f" t{i}") for i in range(20)] + [_tok(" end", "length")]
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":21}}\n\n'
+    pieces = [*events, usage, b"data: [DONE]\n\n"]
+    times = [0.01 * i for i in range(len(pieces))]
+    assert sse._plain_stream(pieces, times) is not None  # the fast path, not the fallback
+    fast = parse_stream(pieces, times, chat=False)
+    assert fast == parse_stream(pieces, times, chat=False, batch=False)
+    assert fast.token_times == times[:21] and fast.done and fast.n_events == 23
+    assert fast.usage == {"prompt_tokens": 3, "completion_tokens": 21}
+    assert fast.finish_reason == "length"
+    # an error event in the middle is left to the reference loop, which names it
+    bad = [*events[:3], b'data: {"error":{"message":"engine died"}}\n\n']
+    assert parse_stream(bad, times[:4], chat=False).error == \
+        "server sent an error event: engine died"

@@ -1,17 +1,17 @@
 """How a failed HTTP attempt becomes a record: one mapping from exceptions to statuses.
 
-Every aiohttp-based client (OpenAI, Triton HTTP, KServe, generic HTTP) ends a failed attempt
-here, so the same failure gets the same ``status`` and ``error`` whatever the protocol
+Every aiohttp-based client (OpenAI, Triton HTTP, KServe, generic HTTP) and the lean HTTP/1.1
+client (loadgen/clients/h1.py, ``--http-client lean``) end a failed attempt here, so the same failure gets the same ``status`` and ``error`` whatever the protocol
 (statuses: loadgen/records.py, docs/schema.md). Order matters: aiohttp's connection errors are
 subclasses of one another.
 
 | exception | status |
 |---|---|
 | ``TimeoutError`` (``--timeout`` expired) | ``timeout`` |
-| ``ClientConnectorError`` (refused, unreachable) | ``connect_error`` |
-| ``ServerDisconnectedError`` | ``disconnected`` (says whether before or during the answer) |
+| ``ClientConnectorError``, h1 ``ConnectFailed`` (refused, unreachable) | ``connect_error`` |
+| ``ServerDisconnectedError``, h1 ``ServerClosed`` | ``disconnected`` (says whether before or during the answer) |
 | ``ClientPayloadError``, ``ClientOSError``, ``ConnectionError`` | ``disconnected`` once headers arrived, else ``connect_error`` |
-| any other ``ClientError`` | ``invalid_response`` |
+| any other ``ClientError``, h1 ``BadResponse`` | ``invalid_response`` |
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import time
 
 import aiohttp
 
+from loadgen.clients.h1 import BadResponse, ConnectFailed, ServerClosed
 from loadgen.records import Record
 
 # What a sender catches and hands to ``record_failure`` (CancelledError is not among them).
-FAILURES = (TimeoutError, aiohttp.ClientError, ConnectionError)
+FAILURES = (TimeoutError, aiohttp.ClientError, ConnectionError, BadResponse)
 
 
 def describe(e: BaseException) -> str:
@@ -44,8 +45,10 @@ def record_failure(rec: Record, e: BaseException, t0: float, timeout_s: float) -
     if isinstance(e, TimeoutError):
         rec.status = "timeout"
         rec.error = f"no complete response within {timeout_s:g} s ({describe(e)})"
-    elif isinstance(e, aiohttp.ClientConnectorError):
+    elif isinstance(e, aiohttp.ClientConnectorError | ConnectFailed):
         rec.status, rec.error = "connect_error", describe(e)
+    elif isinstance(e, ServerClosed):  # its message says before or during the answer
+        rec.status, rec.error = "disconnected", str(e)
     elif isinstance(e, aiohttp.ServerDisconnectedError):
         rec.status = "disconnected"
         before = (" before answering (possibly a stale keep-alive connection)"
