@@ -126,8 +126,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
                    help="generator processes sharing the one schedule (split round-robin by "
                    "request index, sessions kept whole; one t0). Default auto: 1 unless the "
-                   "busiest second of the schedule exceeds 400 req/s, then one per 400 req/s, "
-                   "at most one per core (README, docs/benchmarks.md)")
+                   "busiest second of the schedule exceeds 1200 req/s (400 with "
+                   "--http-client aiohttp or --client other than openai), then one per "
+                   "1200 (400) req/s, at most one per core (README, docs/benchmarks.md)")
     e.add_argument("--ray", default=None, metavar="ADDRESS|auto|local",
                    help="run the workers on a Ray cluster (pip install 'llm-loadgen[ray]'): "
                    "auto = the running cluster, ADDRESS = ray://HOST:10001 or HOST:6379, "
@@ -209,9 +210,10 @@ def cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
         return EXIT_ERROR
     workers = ns.workers
     if workers == "auto":
-        from loadgen.workers import auto_workers
+        from loadgen.workers import auto_workers, rate_per_worker
 
-        workers = auto_workers(wl, max_concurrency=ns.max_concurrency)
+        workers = auto_workers(wl, max_concurrency=ns.max_concurrency,
+                               rate_per_worker=rate_per_worker(cfg))
         if ns.ray is not None:
             from loadgen.distributed.ray_runner import AUTO
 

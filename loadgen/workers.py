@@ -54,9 +54,19 @@ from loadgen.split import session_ids_of, split_indices, subset_workload
 from loadgen.worker import WorkerJob
 
 START_MARGIN_S = 0.2  # t0 = the moment all workers are ready + this
-# Auto worker count: the Poisson rate one process sustains with send-lag p99 about 1 ms on a
-# 2-vCPU machine against the nginx null server (docs/benchmarks.md), with a margin.
+# Auto worker count: the Poisson rate one process sustains with send-lag p99 under 1 ms on a
+# 2-vCPU machine against the nginx null server (docs/benchmarks.md), with a margin: 500 req/s
+# with aiohttp, 1,500 with the lean HTTP client (2026-12-03), where 2 processes did better
+# than 1 from 1,500 req/s on.
 RATE_PER_WORKER = 400.0
+RATE_PER_WORKER_BY_HTTP_CLIENT = {"lean": 1200.0, "aiohttp": RATE_PER_WORKER}
+
+
+def rate_per_worker(client: Any) -> float:
+    """The auto worker count's rate per process for ``client`` (a ClientConfig or a Client):
+    the lean HTTP client's, else aiohttp's (the other clients use aiohttp or gRPC)."""
+    return RATE_PER_WORKER_BY_HTTP_CLIENT.get(getattr(client, "http_client", "aiohttp"),
+                                              RATE_PER_WORKER)
 SPLIT_DOC = ("round-robin by request index (request i -> worker i mod N); every turn of a "
              "session in the worker of its first turn (loadgen/split.py)")
 

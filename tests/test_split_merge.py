@@ -73,6 +73,18 @@ def test_auto_workers_adds_one_per_400_req_s_of_the_busiest_second_up_to_the_cor
     assert auto_workers(wl, cores=8, max_concurrency=16) == 1  # closed loop: one process
 
 
+def test_auto_workers_per_process_rate_follows_the_http_client():
+    from loadgen.clients.openai import ClientConfig
+    from loadgen.workers import rate_per_worker
+
+    wl = synthetic_workload(num_requests=5400, request_rate=1800.0, process="constant", seed=0)
+    lean, old = ClientConfig("http://x", "m"), ClientConfig("http://x", "m", http_client="aiohttp")
+    assert (rate_per_worker(lean), rate_per_worker(old)) == (1200.0, 400.0)
+    assert auto_workers(wl, cores=8, rate_per_worker=rate_per_worker(lean)) == 2  # ceil(1800/1200)
+    assert auto_workers(wl, cores=8, rate_per_worker=rate_per_worker(old)) == 5  # ceil(1800/400)
+    assert rate_per_worker(object()) == 400.0  # a client without an http_client: aiohttp's
+
+
 def test_merged_histograms_equal_the_histogram_of_all_values():
     v = np.random.default_rng(2).lognormal(-5, 1, 5001)
     parts = [describe_ms(v[w::3]) for w in range(3)]
