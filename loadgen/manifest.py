@@ -23,8 +23,8 @@ import orjson
 
 import loadgen
 
-PACKAGES = ("aiohttp", "uvloop", "numpy", "scipy", "orjson", "pyarrow", "hdrhistogram",
-            "prometheus-client", "psutil", "llm-loadgen")
+PACKAGES = ("aiohttp", "httptools", "msgspec", "uvloop", "numpy", "scipy", "orjson", "pyarrow",
+            "hdrhistogram", "prometheus-client", "psutil", "llm-loadgen")
 SECRET_HEADERS = ("authorization", "api-key", "x-api-key", "proxy-authorization", "cookie")
 
 

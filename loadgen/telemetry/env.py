@@ -20,7 +20,8 @@ from loadgen.manifest import tool_info, unavailable
 
 ENV_VERSION = "1"
 PACKAGES = (
-    "llm-loadgen", "aiohttp", "uvloop", "numpy", "scipy", "orjson", "pyarrow", "hdrhistogram",
+    "llm-loadgen", "aiohttp", "httptools", "msgspec", "uvloop", "numpy", "scipy", "orjson",
+    "pyarrow", "hdrhistogram",
     "prometheus-client", "psutil", "nvidia-ml-py", "torch", "triton", "transformers",
     "tokenizers", "vllm", "sglang", "llama-cpp-python", "tritonclient", "nvidia-pytriton",
     "datasets", "flash-attn", "xformers",
