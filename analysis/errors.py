@@ -24,7 +24,8 @@ _RULES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
     (status, re.compile(pattern, re.I), label)
     for status, pattern, label in (
         ("disconnected", r"reset by peer|ECONNRESET|Errno 104", "reset"),
-        ("disconnected", r"payload is not completed|TransferEncodingError|ContentLengthError|truncated body",
+        ("disconnected",
+         r"payload is not completed|TransferEncodingError|ContentLengthError|truncated body",
          "truncated body"),
         ("disconnected", r"before answering", "closed before answering"),
         ("disconnected", r"mid-response", "closed mid-response"),

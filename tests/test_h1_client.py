@@ -293,3 +293,27 @@ def test_an_interim_103_response_is_skipped_for_the_real_one():
     srv, rs = run(go())
     assert [(r.status, b"".join(r.pieces)) for r in rs] == [(200, b"final")] * 2
     assert srv.connections == 1
+
+
+def test_waiting_for_a_connection_under_a_limit_counts_in_the_timeout():
+    async def go():
+        async with Scripted([[ok(b"late")]], silent=True) as srv:
+            pool = h1.Pool(srv.url, {}, limit=1)
+            t = time.perf_counter()
+            got = await asyncio.gather(post(pool, timeout_s=0.3), post(pool, timeout_s=0.3),
+                                       return_exceptions=True)
+            took = time.perf_counter() - t
+            pool.close()
+            return srv, got, took
+
+    srv, got, took = run(go())
+    assert all(isinstance(g, TimeoutError) for g in got), got
+    # the second timed out while waiting for the connection: both by 0.3 s, not 0.3 + 0.3
+    assert srv.max_open == 1 and 0.25 < took < 0.55, took
+
+
+def test_an_unknown_http_client_is_refused_by_the_client_config():
+    from loadgen.clients.openai import ClientConfig
+
+    with pytest.raises(ValueError, match="'curl' is not one of lean, aiohttp"):
+        ClientConfig("http://x", "m", http_client="curl")

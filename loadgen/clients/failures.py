@@ -1,8 +1,9 @@
 """How a failed HTTP attempt becomes a record: one mapping from exceptions to statuses.
 
 Every aiohttp-based client (OpenAI, Triton HTTP, KServe, generic HTTP) and the lean HTTP/1.1
-client (loadgen/clients/h1.py, ``--http-client lean``) end a failed attempt here, so the same failure gets the same ``status`` and ``error`` whatever the protocol
-(statuses: loadgen/records.py, docs/schema.md). Order matters: aiohttp's connection errors are
+client (loadgen/clients/h1.py, ``--http-client lean``) end a failed attempt here, so the same
+failure gets the same ``status`` and ``error`` whatever the protocol (statuses:
+loadgen/records.py, docs/schema.md). Order matters: aiohttp's connection errors are
 subclasses of one another.
 
 | exception | status |

@@ -105,7 +105,6 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.length_known = False  # Content-Length or chunked: the end is in the bytes
         self.decomp: zlib._Decompress | None = None
-        self.header: bytes = b""
 
     # ---- the connection
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -117,8 +116,8 @@ class _Connection(asyncio.Protocol):
         if w is None or w.done():
             return
         r = self.resp
-        if r is not None and r.status and not self.length_known and not self.complete:
-            self._finish()  # a body delimited by the connection's close ended normally
+        if r is not None and r.status and not self.length_known and exc is None:
+            self._finish()  # a body delimited by the connection's (clean) close has ended
             return
         if r is not None and r.status:
             what = "mid-response"
@@ -316,11 +315,18 @@ class Pool:
                    timeout_s: float) -> Response:
         """Send ``body``; times in the ``Response`` are ``perf_counter() - t0``. Raises
         ``TimeoutError`` after ``timeout_s`` (connecting included), ``ConnectFailed``,
-        ``ServerClosed`` or ``BadResponse``."""
+        ``ServerClosed`` or ``BadResponse``. With a connection limit, waits for a free
+        connection first (within the timeout's time, as aiohttp's pool)."""
         if self.slots is None:
             return await self._post(body, t0, cap, error_cap, timeout_s)
-        async with self.slots:
-            return await self._post(body, t0, cap, error_cap, timeout_s)
+        t = time.perf_counter()
+        async with asyncio.timeout(timeout_s):
+            await self.slots.acquire()
+        try:
+            return await self._post(body, t0, cap, error_cap,
+                                    timeout_s - (time.perf_counter() - t))
+        finally:
+            self.slots.release()
 
     async def _post(self, body: bytes, t0: float, cap: int, error_cap: int,
                     timeout_s: float) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -43,6 +44,7 @@ BACKEND_ENDPOINTS = {
 }
 
 
+HTTP_CLIENTS = ("lean", "aiohttp")  # --http-client
 DEFAULT_MAX_RESPONSE_BYTES = 256 << 20
 ERROR_BODY_BYTES = 64 << 10
 PARSE_IN_THREAD_BYTES = 1 << 20
@@ -78,6 +80,11 @@ class ClientConfig:
     # for the HTTP part than aiohttp; follows no redirects) or "aiohttp" (the default before
     # 2026-12-03)
     http_client: str = "lean"
+
+    def __post_init__(self) -> None:
+        if self.http_client not in HTTP_CLIENTS:
+            raise ValueError(f"http_client {self.http_client!r} is not one of "
+                             f"{', '.join(HTTP_CLIENTS)}")
 
     @property
     def url(self) -> str:
@@ -351,11 +358,7 @@ class OpenAIClient:
             pool = h1.Pool(cfg.url, headers, keepalive=getattr(opts, "keepalive", True),
                            limit=opts.connection_limit, verify_tls=cfg.verify_tls)
             try:
-
-                async def lean_sender(body: bytes, rec: Record, t0: float) -> None:
-                    await send_lean(pool, cfg, body, rec, t0)
-
-                yield lean_sender
+                yield functools.partial(send_lean, pool, cfg)  # one coroutine per request
             finally:
                 pool.close()
             return
