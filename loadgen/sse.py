@@ -265,7 +265,10 @@ def _plain_stream(pieces: list[bytes], times: list[float]) -> tuple[list, list[f
     The events' data is made one JSON array with one ``replace`` of the separators
     ``\n\ndata: `` by commas. A JSON text cannot hold a raw newline, so if no LF is left after
     that the separators were the only ones; each replace shortens the data by 7 bytes, which
-    counts the events, and a decode to as many values proves one value per event."""
+    counts the events, and a decode to as many values is taken as one value per event. (As in
+    ``_decode_all``, a contrived malformed stream could pass: two values in one event that
+    ends inside an open string, closed by the next event, e.g. ``{},{"a":"`` then ``"}``; no
+    server sends that.)"""
     data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
     if not data.startswith(b"data: ") or b"\r" in data:
         return None
