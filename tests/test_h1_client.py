@@ -275,6 +275,8 @@ def test_a_header_with_a_line_break_is_refused_and_urls_map_to_targets():
     assert (t.tls, t.host, t.port, t.path, t.host_header) == (
         True, "example.org", 443, "/prefix/v1/completions?x=1", "example.org")
     assert h1.Target.from_url("http://[::1]:8000/v1").host_header == "[::1]:8000"
+    head = h1.request_head(t, {"User-Agent": "mine/1"}, True).decode()
+    assert head.count("User-Agent:") == 1 and "User-Agent: mine/1" in head and "Accept: */*" in head
     with pytest.raises(ValueError, match="line break"):
         h1.request_head(t, {"X-A": "1\r\nX-Injected: 2"}, True)
     with pytest.raises(ValueError, match="http:// or https://"):

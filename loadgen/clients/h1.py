@@ -270,8 +270,12 @@ def request_head(target: Target, headers: Mapping[str, str], keepalive: bool,
                  method: str = "POST") -> bytes:
     """Everything of a request before its ``Content-Length``; CR or LF in a header is refused
     (it would let a header value inject another header or a second request)."""
-    lines = [f"{method} {target.path} HTTP/1.1", f"Host: {target.host_header}",
-             f"User-Agent: llm-loadgen/{loadgen.__version__}", "Accept: */*"]
+    given = {k.lower() for k in headers}
+    lines = [f"{method} {target.path} HTTP/1.1", f"Host: {target.host_header}"]
+    if "user-agent" not in given:
+        lines.append(f"User-Agent: llm-loadgen/{loadgen.__version__}")
+    if "accept" not in given:
+        lines.append("Accept: */*")
     if not keepalive:
         lines.append("Connection: close")
     for k, v in headers.items():
