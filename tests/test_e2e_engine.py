@@ -25,8 +25,8 @@ pytestmark = pytest.mark.e2e
 
 
 def _spec(url: str, wl: Workload, tmp: Path, name: str, **kw) -> RunSpec:
-    client_kw = {k: kw.pop(k) for k in list(kw) if k in ("endpoint", "stream", "model", "ignore_eos",
-                                                               "http_client")}
+    keys = ("endpoint", "stream", "model", "ignore_eos", "http_client")
+    client_kw = {k: kw.pop(k) for k in list(kw) if k in keys}
     client = ClientConfig(base_url=url, **{"model": "sim-llm", **client_kw})
     return RunSpec(client=client, workload=wl, result_dir=tmp, run_name=name, progress=False, **kw)
 

@@ -82,7 +82,8 @@ def test_http_503_with_retry_after_is_an_http_error(start_sim, tmp_path, http_cl
     assert "HTTP 503 (Retry-After: 2)" in s["errors"]["examples"]["http_error"]
 
 
-def test_invalid_utf8_in_a_stream_is_an_invalid_response_naming_it(start_sim, tmp_path, http_client):
+def test_invalid_utf8_in_a_stream_is_an_invalid_response_naming_it(start_sim, tmp_path,
+                                                                   http_client):
     srv = start_sim("--fault-rate", "0.5", "--fault-kind", "utf8", "--step-base-ms", "2")
     wl = synthetic_workload(num_requests=30, request_rate=30.0, input_len=10, output_len=8, seed=3)
     s, run = _run(srv.base_url, wl, tmp_path, "utf8", http_client=http_client)
@@ -110,7 +111,8 @@ def test_a_response_past_max_response_bytes_is_cut_off(start_sim, tmp_path, http
     srv = start_sim("--fault-rate", "0.5", "--fault-kind", "giant", "--fault-giant-bytes",
                     "4000000", "--step-base-ms", "2")
     wl = synthetic_workload(num_requests=20, request_rate=20.0, input_len=10, output_len=8, seed=3)
-    s, run = _run(srv.base_url, wl, tmp_path, "cap", max_response_bytes=1_000_000, http_client=http_client)
+    s, run = _run(srv.base_url, wl, tmp_path, "cap", max_response_bytes=1_000_000,
+                  http_client=http_client)
     table = _check_common(s, 20, "invalid_response", 5, lag_ms=GIANT_LAG_MS)
     assert table[("invalid_response", "too large")] == s["counts"]["by_status"]["invalid_response"]
     cut = col(run.requests, "response_bytes", np.int64)[
@@ -139,7 +141,8 @@ def _proxied(start_sim, start_proxy, *flags):
     return start_proxy(srv.base_url, "--fault-rate", "0.5", "--seed", "1", *flags)
 
 
-def test_a_delay_before_the_headers_shows_in_first_byte_and_ttft(start_sim, start_proxy, tmp_path, http_client):
+def test_a_delay_before_the_headers_shows_in_first_byte_and_ttft(start_sim, start_proxy, tmp_path,
+                                                                 http_client):
     px = _proxied(start_sim, start_proxy, "--fault", "delay_headers", "--delay-s", "0.4")
     wl = synthetic_workload(num_requests=30, request_rate=20.0, input_len=10, output_len=8, seed=3)
     s, run = _run(px.base_url, wl, tmp_path, "dh", preflight=False, http_client=http_client)
@@ -152,17 +155,20 @@ def test_a_delay_before_the_headers_shows_in_first_byte_and_ttft(start_sim, star
     assert s["self_check"]["send_lag_ms"]["p99"] < LAG_P99_MS
 
 
-def test_a_delay_before_the_headers_past_the_timeout_is_a_timeout(start_sim, start_proxy, tmp_path, http_client):
+def test_a_delay_before_the_headers_past_the_timeout_is_a_timeout(start_sim, start_proxy, tmp_path,
+                                                                  http_client):
     px = _proxied(start_sim, start_proxy, "--fault", "delay_headers", "--delay-s", "30")
     wl = synthetic_workload(num_requests=20, request_rate=20.0, input_len=10, output_len=8, seed=3)
     t = time.monotonic()
-    s, _ = _run(px.base_url, wl, tmp_path, "dht", preflight=False, timeout_s=1.0, http_client=http_client)
+    s, _ = _run(px.base_url, wl, tmp_path, "dht", preflight=False, timeout_s=1.0,
+                http_client=http_client)
     assert time.monotonic() - t < 15  # the 30 s delay did not hold the run
     table = _check_common(s, 20, "timeout", 4)
     assert table[("timeout", "timeout")] == s["counts"]["by_status"]["timeout"]
 
 
-def test_a_network_stall_mid_stream_shows_as_one_long_gap(start_sim, start_proxy, tmp_path, http_client):
+def test_a_network_stall_mid_stream_shows_as_one_long_gap(start_sim, start_proxy, tmp_path,
+                                                          http_client):
     px = _proxied(start_sim, start_proxy, "--fault", "stall", "--delay-s", "0.4")
     wl = synthetic_workload(num_requests=30, request_rate=20.0, input_len=10, output_len=8, seed=3)
     s, run = _run(px.base_url, wl, tmp_path, "st", preflight=False, http_client=http_client)
@@ -175,7 +181,8 @@ def test_a_network_stall_mid_stream_shows_as_one_long_gap(start_sim, start_proxy
 
 
 @pytest.mark.parametrize(("fault", "cause"), [("reset", "reset"), ("truncate", "truncated body")])
-def test_a_connection_broken_mid_stream_is_disconnected(start_sim, start_proxy, tmp_path, fault, cause, http_client):
+def test_a_connection_broken_mid_stream_is_disconnected(start_sim, start_proxy, tmp_path, fault,
+                                                        cause, http_client):
     px = _proxied(start_sim, start_proxy, "--fault", fault)
     wl = synthetic_workload(num_requests=30, request_rate=20.0, input_len=10, output_len=8, seed=3)
     s, run = _run(px.base_url, wl, tmp_path, fault, preflight=False, http_client=http_client)
