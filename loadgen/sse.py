@@ -308,7 +308,9 @@ def _plain_stream(pieces: list[bytes], times: list[float]) -> tuple[list, list[f
 def _fast_result(objs: list[_Event], ts: list[float], n_events: int, chat: bool
                  ) -> StreamResult | None:
     """``parse_stream``'s loop over ``_Event`` values; None at the first event it does not
-    take as is (an error event): the reference loop then says why."""
+    take as is (an error event): the reference loop then says why. ``_logprob_tokens`` and
+    ``_cumulative`` are inlined on purpose (as calls, measured: +6.7 µs, 9 % of a 64-token
+    stream's parse); the fuzz test in tests/test_fuzz_inputs.py holds the two loops equal."""
     token_times: list[float] = []
     counts: list[tuple[str, int] | None] = []
     usage = timings = kind = finish = None

@@ -322,21 +322,19 @@ class Pool:
         ``TimeoutError`` after ``timeout_s`` (connecting included), ``ConnectFailed``,
         ``ServerClosed`` or ``BadResponse``. With a connection limit, waits for a free
         connection first (within the timeout's time, as aiohttp's pool)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
         if self.slots is None:
-            return await self._post(body, t0, cap, error_cap, timeout_s)
-        t = time.perf_counter()
-        async with asyncio.timeout(timeout_s):
+            return await self._post(body, t0, cap, error_cap, deadline)
+        async with asyncio.timeout_at(deadline):
             await self.slots.acquire()
         try:
-            return await self._post(body, t0, cap, error_cap,
-                                    timeout_s - (time.perf_counter() - t))
+            return await self._post(body, t0, cap, error_cap, deadline)
         finally:
             self.slots.release()
 
     async def _post(self, body: bytes, t0: float, cap: int, error_cap: int,
-                    timeout_s: float) -> Response:
+                    deadline: float) -> Response:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
         conn = None
         while self.idle:
             c = self.idle.pop()

@@ -220,6 +220,15 @@ def _finish(rec: Record, pieces: list[bytes], times: list[float], chat: bool, st
                      f"after {n} bytes, {len(pieces)} reads")
 
 
+def _http_error(rec: Record, status: int, retry_after: str | None, data: bytes,
+                note: str = "") -> None:
+    """An answer with status >= 300: ``http_error``, with Retry-After, ``note`` and the start
+    of the body in the error (both HTTP clients)."""
+    rec.status = "http_error"
+    retry = f" (Retry-After: {retry_after})" if retry_after else ""
+    rec.error = f"HTTP {status}{retry}{note}: " + data[:300].decode("utf-8", "replace")
+
+
 _describe = describe  # older name, kept for imports elsewhere
 
 
@@ -249,9 +258,7 @@ async def send(
                 data = await _read_capped(resp, ERROR_BODY_BYTES)
                 rec.t_done = clock() - t0
                 rec.response_bytes = len(data)
-                rec.status = "http_error"
-                retry = resp.headers.get("Retry-After")
-                rec.error = f"HTTP {resp.status}{f' (Retry-After: {retry})' if retry else ''}: " + data[:300].decode("utf-8", "replace")
+                _http_error(rec, resp.status, resp.headers.get("Retry-After"), data)
                 return
             pieces: list[bytes] = []
             times: list[float] = []
@@ -298,13 +305,9 @@ async def send_lean(pool: h1.Pool, cfg: ClientConfig, body: bytes, rec: Record, 
     rec.t_done = r.t_end
     rec.response_bytes = r.n
     if r.status >= 300:
-        data = b"".join(r.pieces)
-        rec.status = "http_error"
-        extra = f" (Retry-After: {r.retry_after})" if r.retry_after else ""
-        if 300 <= r.status < 400 and r.location:
-            extra += (f" (Location: {r.location}; --http-client lean follows no redirects: "
-                      "use that URL, or --http-client aiohttp)")
-        rec.error = f"HTTP {r.status}{extra}: " + data[:300].decode("utf-8", "replace")
+        note = (f" (Location: {r.location}; --http-client lean follows no redirects: use that "
+                "URL, or --http-client aiohttp)") if 300 <= r.status < 400 and r.location else ""
+        _http_error(rec, r.status, r.retry_after, b"".join(r.pieces), note)
         return
     if r.n > PARSE_IN_THREAD_BYTES:  # a giant response: parse it off the event loop
         await asyncio.to_thread(_finish, rec, r.pieces, r.times, cfg.chat, cfg.stream, r.n, limit)
