@@ -270,6 +270,21 @@ def test_max_connections_and_no_keepalive():
     assert all(b"\r\nConnection: close\r\n" in q for q in srv.requests)
 
 
+def test_a_connection_close_header_is_honoured_as_no_keepalive():
+    async def go():
+        async with Scripted([[ok(b"hi")]]) as srv:
+            pool = h1.Pool(srv.url, {"connection": "Close"})
+            rs = [await post(pool) for _ in range(3)]
+            pool.close()
+            return srv, rs
+
+    srv, rs = run(go())
+    assert all(b"".join(r.pieces) == b"hi" for r in rs)
+    assert srv.connections == 3  # not reused, as aiohttp does for this header
+    assert all(q.lower().count(b"\r\nconnection: ") == 1 and b"\r\nConnection: close\r\n" in q
+               for q in srv.requests)
+
+
 def test_a_header_with_a_line_break_is_refused_and_urls_map_to_targets():
     t = h1.Target.from_url("https://example.org/prefix/v1/completions?x=1")
     assert (t.tls, t.host, t.port, t.path, t.host_header) == (

@@ -296,6 +296,10 @@ class Pool:
     def __init__(self, url: str, headers: Mapping[str, str], *, keepalive: bool = True,
                  limit: int = 0, verify_tls: bool = True) -> None:
         self.target = Target.from_url(url)
+        # --header Connection=close (docs/servers.md's advice for llama-server) is honoured as
+        # --no-keepalive is: the request says so, and the connection is not reused
+        asked = [v for k, v in headers.items() if k.lower() == "connection"]
+        keepalive = keepalive and not any(v.strip().lower() == "close" for v in asked)
         self.head = request_head(self.target, headers, keepalive)
         self.keepalive = keepalive
         self.ssl = tls_context(verify_tls) if self.target.tls else None
