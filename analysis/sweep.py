@@ -221,7 +221,7 @@ def _one_run(ns: argparse.Namespace, rate: float, n: int, root: Path, name: str,
     spec = RunSpec(
         client=client_config(ns), workload=wl,
         engine=EngineOptions(max_concurrency=ns.max_concurrency,
-                             connection_limit=ns.max_connections),
+                             connection_limit=ns.max_connections, keepalive=ns.keepalive),
         result_dir=root, run_name=name, max_send_lag_ms=ns.max_send_lag_ms,
         keep_chunk_times=ns.keep_chunk_times, do_preflight=not ns.skip_preflight,
         progress=ns.progress and not quiet, quiet=quiet, argv=argv, extra_manifest=extra,

@@ -129,3 +129,19 @@ def test_run_point_counts_goodput_per_request():
     assert p["goodput_rps"] == pytest.approx(40 / (t[-1] + 0.5))
     assert p["latency_ms"]["e2e"]["p50"] == pytest.approx(50.0)
     assert p["slo_checks"]["e2e_p90_ms"]["meets"] is False  # p90 is a slow one (0.5 s)
+
+
+def test_each_rate_of_a_sweep_keeps_the_engine_flags(monkeypatch, tmp_path):
+    # --no-keepalive and --max-connections reach every run of the sweep (keepalive was dropped)
+    import loadgen.run
+    from analysis.sweep import _one_run
+    from loadgen.cli import build_parser
+
+    ns = build_parser().parse_args(["sweep", "--base-url", "http://127.0.0.1:9", "--model", "m",
+                                    "--rates", "2", "--no-keepalive", "--max-connections", "3"])
+    seen = []
+    monkeypatch.setattr(loadgen.run, "execute", lambda spec: seen.append(spec) or "done")
+    assert _one_run(ns, 2.0, 4, tmp_path, "r", ["loadgen"], True, {}) == "done"
+    (spec,) = seen
+    assert (spec.engine.keepalive, spec.engine.connection_limit) == (False, 3)
+    assert len(spec.workload) == 4
